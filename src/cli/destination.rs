@@ -1,0 +1,224 @@
+//! `tidemark destination add|list|show|pause|resume|remove`.
+
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use super::output::{instant, json, print_table};
+use super::{parse_duration_secs, parse_instant, Context};
+use crate::control::destinations::{self, DestinationKind, NewDestination};
+use crate::control::ensure_migrated;
+use crate::deliver;
+use crate::error::{Error, Result};
+use crate::schema::Table;
+
+#[derive(Debug, Subcommand)]
+pub enum DestinationCommand {
+    /// Register a destination for an organization. The configuration is validated, credential
+    /// references are resolved and the destination is probed (`--no-check` skips the probe).
+    Add(AddArgs),
+    /// List destinations.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one destination (by id or unique name).
+    Show {
+        destination: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop planning and delivering for a destination.
+    Pause { destination: String },
+    /// Resume a paused (or errored) destination.
+    Resume { destination: String },
+    /// Delete a destination and its delivery history.
+    Remove {
+        destination: String,
+        /// Required: removal is not reversible.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Organization whose rows this destination receives (and only those).
+    #[arg(long)]
+    org: Uuid,
+    /// PARQUET_S3, JSONL_S3, ... (SNOWFLAKE, BIGQUERY, DATABRICKS, ICEBERG_S3, POSTGRES_REPLICA when built in).
+    #[arg(long)]
+    kind: String,
+    /// Name, unique within the organization.
+    #[arg(long)]
+    name: String,
+    /// Configuration as JSON, or @path to a JSON file. Secrets only as references: {"env": "VAR"} or {"file": "/path"}.
+    #[arg(long)]
+    config: String,
+    /// Comma-separated tables to export, or `all`.
+    #[arg(long, default_value = "all")]
+    tables: String,
+    /// Window length (divides a day): 15m by default.
+    #[arg(long, default_value = "15m", value_parser = parse_duration_secs)]
+    window: i64,
+    /// How long after a window's end to wait before extracting it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_secs)]
+    grace: i64,
+    /// Attempts before a delivery is dead-lettered.
+    #[arg(long, default_value_t = 8)]
+    max_attempts: i32,
+    /// `earliest` (all history, the default), `now` (only new data; backfill the rest), or an instant.
+    #[arg(long, default_value = "earliest")]
+    start_from: String,
+    /// Skip the reachability probe (the configuration is still validated).
+    #[arg(long)]
+    no_check: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_tables(s: &str) -> Result<Vec<Table>> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(Table::ALL.to_vec());
+    }
+    let mut tables: Vec<Table> = s.split(',').filter(|t| !t.trim().is_empty()).map(str::parse).collect::<Result<_>>()?;
+    tables.sort();
+    tables.dedup();
+    if tables.is_empty() {
+        return Err(Error::invalid("--tables names no table"));
+    }
+    Ok(tables)
+}
+
+fn parse_config(s: &str) -> Result<serde_json::Value> {
+    let (text, origin) = match s.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| Error::config(format!("cannot read config file {path}")).with_source(e))?,
+            path.to_string(),
+        ),
+        None => (s.to_string(), "--config".to_string()),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::config(format!("{origin} is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::config(format!("{origin} must be a JSON object")));
+    }
+    Ok(value)
+}
+
+pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
+    match cmd {
+        DestinationCommand::Add(args) => add(ctx, args).await,
+        DestinationCommand::List { json: as_json } => {
+            let pool = ctx.control().await?;
+            ensure_migrated(&pool).await?;
+            let all = destinations::list(&pool).await?;
+            if as_json {
+                json(&all);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.id.to_string(),
+                            d.name.clone(),
+                            d.organization_id.to_string(),
+                            d.kind.to_string(),
+                            d.status.clone(),
+                            d.enabled_tables.len().to_string(),
+                            instant(d.last_delivery_at),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "NAME", "ORGANIZATION", "KIND", "STATUS", "TABLES", "LAST DELIVERY"], &rows);
+            }
+            Ok(0)
+        }
+        DestinationCommand::Show { destination, json: as_json } => {
+            let pool = ctx.control().await?;
+            ensure_migrated(&pool).await?;
+            let d = destinations::resolve(&pool, &destination).await?;
+            if as_json {
+                json(&d);
+            } else {
+                println!("id:             {}", d.id);
+                println!("name:           {}", d.name);
+                println!("organization:   {}", d.organization_id);
+                println!("kind:           {}", d.kind);
+                println!("status:         {}", d.status);
+                println!("tables:         {}", d.enabled_tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "));
+                println!("window / grace: {}s / {}s", d.window_seconds, d.grace_seconds);
+                println!("max attempts:   {}", d.max_attempts);
+                println!("start from:     {}", instant(d.start_from));
+                println!("last delivery:  {}", instant(d.last_delivery_at));
+                println!("last error:     {}", d.last_error.as_deref().unwrap_or("-"));
+                println!("config:         {}", d.config);
+            }
+            Ok(0)
+        }
+        DestinationCommand::Pause { destination } => set_status(ctx, &destination, "paused").await,
+        DestinationCommand::Resume { destination } => set_status(ctx, &destination, "active").await,
+        DestinationCommand::Remove { destination, yes } => {
+            if !yes {
+                return Err(Error::invalid("removing a destination deletes its delivery history; pass --yes to confirm"));
+            }
+            let pool = ctx.control().await?;
+            ensure_migrated(&pool).await?;
+            let d = destinations::resolve(&pool, &destination).await?;
+            destinations::remove(&pool, d.id).await?;
+            println!("removed destination {} ({})", d.name, d.id);
+            Ok(0)
+        }
+    }
+}
+
+async fn set_status(ctx: &Context, destination: &str, status: &str) -> Result<u8> {
+    let pool = ctx.control().await?;
+    ensure_migrated(&pool).await?;
+    let d = destinations::resolve(&pool, destination).await?;
+    destinations::set_status(&pool, d.id, status).await?;
+    println!("destination {} ({}) is now {status}", d.name, d.id);
+    Ok(0)
+}
+
+/// Validates everything that can be validated before touching the control plane, so a bad
+/// destination never gets a row.
+pub async fn add(ctx: &Context, args: AddArgs) -> Result<u8> {
+    let kind: DestinationKind = args.kind.parse()?;
+    let tables = parse_tables(&args.tables)?;
+    let config = parse_config(&args.config)?;
+    if args.window <= 0 || 86_400 % args.window != 0 || args.window < 60 {
+        return Err(Error::invalid(format!("--window {}s must be at least 60s and divide a day", args.window)));
+    }
+    let start_from = match args.start_from.as_str() {
+        "earliest" => None,
+        "now" => Some(chrono::Utc::now()),
+        other => Some(parse_instant(other).map_err(Error::invalid)?),
+    };
+    let built = deliver::build(kind, &config)?;
+    if !args.no_check {
+        built.check().await.map_err(|e| Error::new(e.kind(), format!("destination check failed: {}", e)))?;
+    }
+    let pool = ctx.control().await?;
+    ensure_migrated(&pool).await?;
+    let d = destinations::insert(
+        &pool,
+        &NewDestination {
+            organization_id: args.org,
+            kind,
+            name: args.name,
+            config,
+            enabled_tables: tables,
+            window_seconds: args.window as i32,
+            grace_seconds: args.grace as i32,
+            max_attempts: args.max_attempts,
+            start_from,
+        },
+    )
+    .await?;
+    if args.json {
+        json(&d);
+    } else {
+        println!("added destination {} ({}) for organization {}", d.name, d.id, d.organization_id);
+    }
+    Ok(0)
+}

@@ -1,0 +1,317 @@
+//! Planning: cut fixed, epoch-aligned windows `[start, end)` per destination × table, up to
+//! the newest *closed* window, and record one delivery per non-empty window.
+//!
+//! A window is closed when `end + grace <= now()` on the source's clock **and** no transaction
+//! that began before `end` is still open on the source. `updated_at` is set by trigger to
+//! `now()`, the start time of the writing transaction, so only a transaction that began before
+//! `end` can still commit rows into the window; once none is left, the window's rows are
+//! final. Windows with no rows are skipped (an index skip-scan finds the non-empty ones): a
+//! closed window can never gain rows later.
+//!
+//! Preconditions (checked where possible, see docs/WINDOWS.md): `updated_at` maintained by a
+//! trigger with `now()`; the source is the primary; the source role can see every session in
+//! `pg_stat_activity` (superuser or `pg_read_all_stats`).
+//!
+//! Must not touch: object stores or deliveries' state beyond inserting pending rows.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use crate::control::destinations::Destination;
+use crate::control::{outbox, APP_CONTROL, APP_EXTRACT};
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::{quote_ident, Registry, Table};
+
+/// Most windows recorded for one destination × table in one planning pass; the next pass
+/// continues where this one stopped.
+pub const MAX_WINDOWS_PER_PASS: i64 = 20_000;
+
+/// Rounds down to a multiple of `window_seconds` since the Unix epoch.
+pub fn align_down(t: DateTime<Utc>, window_seconds: i64) -> DateTime<Utc> {
+    let secs = t.timestamp().div_euclid(window_seconds) * window_seconds;
+    Utc.timestamp_opt(secs, 0).single().expect("in range")
+}
+
+/// The oldest transaction on the source that can still write rows, if any.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockingTransaction {
+    pub pid: i32,
+    pub xact_start: DateTime<Utc>,
+    pub application_name: String,
+    pub state: String,
+    pub usename: Option<String>,
+    pub query: String,
+}
+
+/// What the source says about time: its clock and its oldest open transaction.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceClock {
+    pub now: DateTime<Utc>,
+    pub oldest: Option<BlockingTransaction>,
+}
+
+impl SourceClock {
+    /// The end of the newest closed window for this window size and grace.
+    pub fn closed_through(&self, window_seconds: i64, grace_seconds: i64) -> DateTime<Utc> {
+        let mut limit = self.now - Duration::seconds(grace_seconds);
+        if let Some(tx) = &self.oldest {
+            limit = limit.min(tx.xact_start);
+        }
+        align_down(limit, window_seconds)
+    }
+}
+
+/// Reads the source clock and its oldest open transaction, refusing to guess when the role
+/// cannot see other sessions.
+pub async fn source_clock(source: &PgPool) -> Result<SourceClock> {
+    let can_see: bool = sqlx::query_scalar(
+        "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(source)
+    .await
+    .map_err(|e| Error::postgres("cannot read the source's roles", e))?;
+    if !can_see {
+        return Err(Error::config(
+            "the source role cannot see other sessions' transactions; grant it pg_read_all_stats (or pg_monitor) so windows can be closed safely",
+        ));
+    }
+    let row = sqlx::query(
+        "SELECT clock_timestamp() AS now, a.pid, a.xact_start, coalesce(a.application_name, '') AS application_name, \
+           coalesce(a.state, '') AS state, a.usename::text AS usename, left(coalesce(a.query, ''), 200) AS query \
+         FROM (SELECT 1) one LEFT JOIN LATERAL ( \
+           SELECT * FROM pg_stat_activity \
+           WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
+             AND backend_type = 'client backend' AND coalesce(application_name, '') NOT IN ($1, $2) \
+           ORDER BY xact_start LIMIT 1) a ON true",
+    )
+    .bind(APP_CONTROL)
+    .bind(APP_EXTRACT)
+    .fetch_one(source)
+    .await
+    .map_err(|e| Error::postgres("cannot read the source's clock", e))?;
+    let oldest = match row.try_get::<Option<i32>, _>("pid")? {
+        Some(pid) => Some(BlockingTransaction {
+            pid,
+            xact_start: row.try_get("xact_start")?,
+            application_name: row.try_get("application_name")?,
+            state: row.try_get("state")?,
+            usename: row.try_get("usename")?,
+            query: row.try_get("query")?,
+        }),
+        None => None,
+    };
+    Ok(SourceClock { now: row.try_get("now")?, oldest })
+}
+
+/// Planning result for one destination × table.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTable {
+    pub destination_id: uuid::Uuid,
+    pub destination: String,
+    pub table: Table,
+    pub from: Option<DateTime<Utc>>,
+    pub through: DateTime<Utc>,
+    pub new_windows: u64,
+}
+
+/// Start times of the non-empty windows of `table` for one organization in `[from, to)`,
+/// found with a recursive index skip-scan (one index probe per non-empty window).
+pub async fn nonempty_windows(
+    source: &PgPool,
+    table: Table,
+    organization_column: &str,
+    organization_id: uuid::Uuid,
+    window_seconds: i64,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DateTime<Utc>>> {
+    let t = quote_ident(table.name());
+    let org = quote_ident(organization_column);
+    let sql = format!(
+        "WITH RECURSIVE w(s) AS ( \
+           SELECT date_bin(make_interval(secs => $1), \
+             (SELECT min(updated_at) FROM {t} WHERE {org} = $2 AND updated_at >= $3 AND updated_at < $4), \
+             'epoch'::timestamptz) \
+           UNION ALL \
+           SELECT date_bin(make_interval(secs => $1), \
+             (SELECT min(updated_at) FROM {t} WHERE {org} = $2 AND updated_at >= w.s + make_interval(secs => $1) AND updated_at < $4), \
+             'epoch'::timestamptz) \
+           FROM w WHERE w.s IS NOT NULL) \
+         SELECT s FROM w WHERE s IS NOT NULL LIMIT $5"
+    );
+    let starts: Vec<DateTime<Utc>> = sqlx::query_scalar(&sql)
+        .bind(window_seconds as f64)
+        .bind(organization_id)
+        .bind(from.unwrap_or_else(|| Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap()))
+        .bind(to)
+        .bind(limit)
+        .fetch_all(source)
+        .await
+        .map_err(|e| Error::postgres(format!("cannot scan source table {table} for windows"), e))?;
+    Ok(starts)
+}
+
+/// Plans every closed window of one destination × table from its planned horizon onwards.
+pub async fn plan_table(
+    control: &PgPool,
+    source: &PgPool,
+    registry: &Registry,
+    clock: &SourceClock,
+    dest: &Destination,
+    table: Table,
+) -> Result<PlannedTable> {
+    let schema = registry.get(table, dest.schema_version as u32)?;
+    let window = dest.window_seconds as i64;
+    let through = clock.closed_through(window, dest.grace_seconds as i64);
+    let mut tx = control.begin().await?;
+    sqlx::query(
+        "INSERT INTO warehouse_watermarks (destination_id, \"table\", schema_version) VALUES ($1, $2::warehouse_table, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(dest.id)
+    .bind(table.db_label())
+    .bind(dest.schema_version)
+    .execute(&mut *tx)
+    .await?;
+    // Serialises concurrent planners of the same destination × table.
+    let planned: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT planned_through FROM warehouse_watermarks WHERE destination_id = $1 AND \"table\" = $2::warehouse_table FOR UPDATE",
+    )
+    .bind(dest.id)
+    .bind(table.db_label())
+    .fetch_one(&mut *tx)
+    .await?;
+    let from = planned.or(dest.start_from.map(|s| align_down(s, window)));
+    let mut result = PlannedTable {
+        destination_id: dest.id,
+        destination: dest.name.clone(),
+        table,
+        from,
+        through,
+        new_windows: 0,
+    };
+    if from.is_some_and(|f| f >= through) {
+        return Ok(result);
+    }
+    let starts = nonempty_windows(source, table, &schema.organization_column, dest.organization_id, window, from, through, MAX_WINDOWS_PER_PASS)
+        .await?;
+    // Stopped early at the cap: only claim the horizon up to the last window found.
+    let planned_to = if starts.len() as i64 >= MAX_WINDOWS_PER_PASS {
+        *starts.last().expect("non-empty") + Duration::seconds(window)
+    } else {
+        through
+    };
+    result.new_windows = outbox::insert_windows(
+        &mut tx,
+        dest.id,
+        dest.organization_id,
+        table,
+        dest.schema_version,
+        dest.max_attempts,
+        dest.window_seconds,
+        &starts,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE warehouse_watermarks SET planned_through = $3, updated_at = now() WHERE destination_id = $1 AND \"table\" = $2::warehouse_table",
+    )
+    .bind(dest.id)
+    .bind(table.db_label())
+    .bind(planned_to)
+    .execute(&mut *tx)
+    .await?;
+    outbox::advance_watermark(&mut tx, dest.id, table).await?;
+    tx.commit().await?;
+    result.through = planned_to;
+    Ok(result)
+}
+
+/// Plans explicit history `[from, to)` for backfill: only closed windows, idempotent.
+pub async fn plan_range(
+    control: &PgPool,
+    source: &PgPool,
+    registry: &Registry,
+    clock: &SourceClock,
+    dest: &Destination,
+    table: Table,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(u64, DateTime<Utc>, DateTime<Utc>)> {
+    let schema = registry.get(table, dest.schema_version as u32)?;
+    let window = dest.window_seconds as i64;
+    let closed = clock.closed_through(window, dest.grace_seconds as i64);
+    let from = align_down(from, window);
+    let to = align_down(to, window).min(closed);
+    if from >= to {
+        return Err(Error::new(ErrorKind::InvalidInput, format!(
+            "nothing to backfill: the range [{from}, {to}) is empty once aligned to {window}s windows and clipped to the newest closed window"
+        )));
+    }
+    let mut total = 0;
+    let mut cursor = from;
+    loop {
+        let starts = nonempty_windows(source, table, &schema.organization_column, dest.organization_id, window, Some(cursor), to, MAX_WINDOWS_PER_PASS).await?;
+        let mut tx = control.begin().await?;
+        total += outbox::insert_windows(&mut tx, dest.id, dest.organization_id, table, dest.schema_version, dest.max_attempts, dest.window_seconds, &starts).await?;
+        tx.commit().await?;
+        if (starts.len() as i64) < MAX_WINDOWS_PER_PASS {
+            break;
+        }
+        cursor = *starts.last().expect("non-empty") + Duration::seconds(window);
+    }
+    Ok((total, from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn align_down_is_epoch_aligned() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 19, 10, 14, 59).unwrap();
+        assert_eq!(align_down(t, 900), Utc.with_ymd_and_hms(2026, 11, 19, 10, 0, 0).unwrap());
+        let t = Utc.with_ymd_and_hms(2026, 11, 19, 10, 15, 0).unwrap();
+        assert_eq!(align_down(t, 900), t);
+    }
+
+    #[test]
+    fn an_old_open_transaction_holds_the_horizon() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 19, 12, 0, 30).unwrap();
+        let mut clock = SourceClock { now, oldest: None };
+        assert_eq!(clock.closed_through(900, 60), Utc.with_ymd_and_hms(2026, 11, 19, 11, 45, 0).unwrap());
+        clock.oldest = Some(BlockingTransaction {
+            pid: 1,
+            xact_start: Utc.with_ymd_and_hms(2026, 11, 19, 11, 20, 0).unwrap(),
+            application_name: String::new(),
+            state: "idle in transaction".into(),
+            usename: None,
+            query: String::new(),
+        });
+        assert_eq!(clock.closed_through(900, 60), Utc.with_ymd_and_hms(2026, 11, 19, 11, 15, 0).unwrap());
+    }
+}
+
+/// Plans every active destination × enabled table. A failure of one pair is reported and the
+/// others are still planned.
+pub async fn plan_all(control: &PgPool, source: &PgPool, registry: &Registry) -> Result<(SourceClock, Vec<PlannedTable>, Vec<Error>)> {
+    let clock = source_clock(source).await?;
+    let mut planned = Vec::new();
+    let mut errors = Vec::new();
+    for dest in crate::control::destinations::list(control).await? {
+        if dest.status != "active" {
+            continue;
+        }
+        for table in &dest.enabled_tables {
+            match plan_table(control, source, registry, &clock, &dest, *table).await {
+                Ok(p) => planned.push(p),
+                Err(e) => {
+                    tracing::warn!(destination = %dest.name, table = %table, error = %e, "Planning failed.");
+                    errors.push(e.with_context("destination", &dest.name).with_context("table", table));
+                }
+            }
+        }
+    }
+    Ok((clock, planned, errors))
+}
