@@ -27,7 +27,7 @@ CREATE TABLE warehouse_destinations (
     enabled_tables          warehouse_table[] NOT NULL CHECK (cardinality(enabled_tables) > 0),
     schema_version          integer NOT NULL DEFAULT 1 CHECK (schema_version >= 1),
     window_seconds          integer NOT NULL DEFAULT 900
-                            CHECK (window_seconds BETWEEN 60 AND 86400 AND 86400 % window_seconds = 0),
+                            CHECK (window_seconds BETWEEN 1 AND 86400 AND 86400 % window_seconds = 0),
     grace_seconds           integer NOT NULL DEFAULT 60 CHECK (grace_seconds >= 0),
     max_attempts            integer NOT NULL DEFAULT 8 CHECK (max_attempts >= 1),
     -- Windows before this instant are not planned by `run` (they can be backfilled).

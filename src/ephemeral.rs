@@ -29,7 +29,13 @@ fn run_as() -> Option<(String, String)> {
     }
     let user = std::env::var("TIDEMARK_PG_USER").unwrap_or_else(|_| "postgres".into());
     let id = |flag: &str| {
-        Command::new("id").arg(flag).arg(&user).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        Command::new("id")
+            .arg(flag)
+            .arg(&user)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     Some((id("-u")?, id("-g")?))
 }
@@ -77,7 +83,11 @@ fn command(bin: PathBuf, user: &Option<(String, String)>) -> Command {
     match user {
         Some((uid, gid)) => {
             let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups").arg("--").arg(bin);
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(bin);
             c
         }
         None => Command::new(bin),
@@ -89,10 +99,16 @@ impl EphemeralPostgres {
     pub fn start() -> Result<EphemeralPostgres> {
         let bindir = find_bindir()?;
         let user = run_as();
-        let dir = tempfile::Builder::new().prefix("tidemark-pg-").tempdir().map_err(|e| Error::unexpected("cannot create a temp dir").with_source(e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("tidemark-pg-")
+            .tempdir()
+            .map_err(|e| Error::unexpected("cannot create a temp dir").with_source(e))?;
         let data = dir.path().join("data");
         if let Some((uid, gid)) = &user {
-            let status = Command::new("chown").arg(format!("{uid}:{gid}")).arg(dir.path()).status();
+            let status = Command::new("chown")
+                .arg(format!("{uid}:{gid}"))
+                .arg(dir.path())
+                .status();
             if !status.is_ok_and(|s| s.success()) {
                 return Err(Error::unexpected("cannot hand the temp dir to the postgres user"));
             }
@@ -105,12 +121,22 @@ impl EphemeralPostgres {
             .output()
             .map_err(|e| Error::new(ErrorKind::Unavailable, "cannot run initdb").with_source(e))?;
         if !out.status.success() {
-            return Err(Error::new(ErrorKind::Unavailable, format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            ));
         }
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| Error::unexpected("no free port").with_source(e))?;
-        let log = std::fs::File::create(dir.path().join("postgres.log")).map_err(|e| Error::unexpected("cannot create log").with_source(e))?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| Error::unexpected("no free port").with_source(e))?;
+        let log = std::fs::File::create(dir.path().join("postgres.log"))
+            .map_err(|e| Error::unexpected("cannot create log").with_source(e))?;
         if let Some((uid, gid)) = &user {
-            let _ = Command::new("chown").arg(format!("{uid}:{gid}")).arg(dir.path().join("postgres.log")).status();
+            let _ = Command::new("chown")
+                .arg(format!("{uid}:{gid}"))
+                .arg(dir.path().join("postgres.log"))
+                .status();
         }
         let child = command(bindir.join("postgres"), &user)
             .arg("-D")
@@ -118,20 +144,31 @@ impl EphemeralPostgres {
             .args(["-p", &port.to_string(), "-k"])
             .arg(dir.path())
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=200",
-                "-c", "shared_buffers=256MB",
-                "-c", "max_wal_size=4GB",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "max_wal_size=4GB",
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::unexpected("log").with_source(e))?)
             .stderr(log)
             .spawn()
             .map_err(|e| Error::new(ErrorKind::Unavailable, "cannot start postgres").with_source(e))?;
-        let mut pg = EphemeralPostgres { dir, child: Some(child), port };
+        let mut pg = EphemeralPostgres {
+            dir,
+            child: Some(child),
+            port,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && pg.ready(&bindir) {
@@ -140,11 +177,17 @@ impl EphemeralPostgres {
             if let Some(c) = pg.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
                     let log = std::fs::read_to_string(pg.dir.path().join("postgres.log")).unwrap_or_default();
-                    return Err(Error::new(ErrorKind::Unavailable, format!("postgres exited ({status}): {}", log.trim())));
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!("postgres exited ({status}): {}", log.trim()),
+                    ));
                 }
             }
             if Instant::now() > deadline {
-                return Err(Error::new(ErrorKind::Unavailable, "postgres did not become ready in 30 s"));
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "postgres did not become ready in 30 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -155,7 +198,10 @@ impl EphemeralPostgres {
         if !isready.is_file() {
             return true;
         }
-        Command::new(isready).args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"]).status().is_ok_and(|s| s.success())
+        Command::new(isready)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     pub fn port(&self) -> u16 {
@@ -170,7 +216,9 @@ impl EphemeralPostgres {
     /// Creates database `name` and returns its URL.
     pub async fn create_database(&self, name: &str) -> Result<String> {
         let pool = crate::control::connect(&self.url("postgres"), "tidemark-setup", 1).await?;
-        sqlx::query(&format!("CREATE DATABASE {}", crate::schema::quote_ident(name))).execute(&pool).await?;
+        sqlx::query(&format!("CREATE DATABASE {}", crate::schema::quote_ident(name)))
+            .execute(&pool)
+            .await?;
         pool.close().await;
         Ok(self.url(name))
     }

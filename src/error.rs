@@ -38,7 +38,10 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Unavailable | ErrorKind::DestinationTransient | ErrorKind::DestinationAuth | ErrorKind::Unexpected
+            ErrorKind::Unavailable
+                | ErrorKind::DestinationTransient
+                | ErrorKind::DestinationAuth
+                | ErrorKind::Unexpected
         )
     }
 
@@ -71,7 +74,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), context: Vec::new(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            context: Vec::new(),
+            source: None,
+        }
     }
 
     pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
@@ -117,7 +125,13 @@ impl Error {
             }
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 // connection exceptions, operator intervention, insufficient resources, serialization
-                Some(c) if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "40001" || c == "40P01" => {
+                Some(c)
+                    if c.starts_with("08")
+                        || c.starts_with("57")
+                        || c.starts_with("53")
+                        || c == "40001"
+                        || c == "40P01" =>
+                {
                     ErrorKind::Unavailable
                 }
                 _ => ErrorKind::Unexpected,

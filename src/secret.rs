@@ -35,13 +35,20 @@ impl<'de> Deserialize<'de> for SecretRef {
             ));
         }
         let raw: Raw = serde_json::from_value(value).map_err(|e| {
-            serde::de::Error::custom(format!("a secret reference is {{\"env\": \"VAR\"}} or {{\"file\": \"/path\"}} ({e})"))
+            serde::de::Error::custom(format!(
+                "a secret reference is {{\"env\": \"VAR\"}} or {{\"file\": \"/path\"}} ({e})"
+            ))
         })?;
         match (raw.env, raw.file) {
             (Some(v), None) if !v.is_empty() => Ok(SecretRef::Env(v)),
             (None, Some(p)) if p.is_absolute() => Ok(SecretRef::File(p)),
-            (None, Some(p)) => Err(serde::de::Error::custom(format!("secret file path must be absolute: {}", p.display()))),
-            _ => Err(serde::de::Error::custom("a secret reference names exactly one of \"env\" or \"file\"")),
+            (None, Some(p)) => Err(serde::de::Error::custom(format!(
+                "secret file path must be absolute: {}",
+                p.display()
+            ))),
+            _ => Err(serde::de::Error::custom(
+                "a secret reference names exactly one of \"env\" or \"file\"",
+            )),
         }
     }
 }
@@ -99,7 +106,10 @@ mod tests {
         assert!(err.to_string().contains("plaintext secrets are not accepted"), "{err}");
         let r: SecretRef = serde_json::from_str("{\"env\": \"TIDEMARK_TEST_SECRET_XYZ\"}").unwrap();
         let err = r.resolve().unwrap_err();
-        assert!(err.to_string().contains("env:TIDEMARK_TEST_SECRET_XYZ is not set"), "{err}");
+        assert!(
+            err.to_string().contains("env:TIDEMARK_TEST_SECRET_XYZ is not set"),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         std::fs::write(&path, "hunter2\n").unwrap();

@@ -21,7 +21,10 @@ pub async fn check_table(source: &PgPool, schema: &TableSchema) -> Result<()> {
     .await
     .map_err(|e| Error::postgres(format!("cannot read the source definition of {table}"), e))?;
     if rows.is_empty() {
-        return Err(Error::new(ErrorKind::Schema, format!("source table public.{table} does not exist")));
+        return Err(Error::new(
+            ErrorKind::Schema,
+            format!("source table public.{table} does not exist"),
+        ));
     }
     let mut problems = Vec::new();
     for col in &schema.columns {
@@ -45,7 +48,11 @@ pub async fn check_table(source: &PgPool, schema: &TableSchema) -> Result<()> {
     } else {
         Err(Error::new(
             ErrorKind::Schema,
-            format!("source table {table} has drifted from published schema v{}: {}", schema.version, problems.join("; ")),
+            format!(
+                "source table {table} has drifted from published schema v{}: {}",
+                schema.version,
+                problems.join("; ")
+            ),
         ))
     }
 }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::output::{bytes, print_table};
-use super::run::{print_status, run_passes, WorkerFlags};
 use super::Context;
+use super::output::{bytes, print_table};
+use super::run::{WorkerFlags, print_status, run_passes};
 use crate::control::destinations::{self, DestinationKind, NewDestination};
 use crate::control::{self, APP_CONTROL};
 use crate::deliver;
@@ -45,12 +45,18 @@ pub struct DemoArgs {
 fn prepare_dir(dir: &Path) -> Result<PathBuf> {
     if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         if !dir.join(MARKER).exists() {
-            return Err(Error::invalid(format!("{} exists and is not a previous demo output; choose another --dir", dir.display())));
+            return Err(Error::invalid(format!(
+                "{} exists and is not a previous demo output; choose another --dir",
+                dir.display()
+            )));
         }
-        std::fs::remove_dir_all(dir).map_err(|e| Error::invalid(format!("cannot clear {}", dir.display())).with_source(e))?;
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| Error::invalid(format!("cannot clear {}", dir.display())).with_source(e))?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::invalid(format!("cannot create {}", dir.display())).with_source(e))?;
-    std::fs::write(dir.join(MARKER), "created by `tidemark demo`; safe to delete\n").map_err(|e| Error::invalid("cannot write marker").with_source(e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::invalid(format!("cannot create {}", dir.display())).with_source(e))?;
+    std::fs::write(dir.join(MARKER), "created by `tidemark demo`; safe to delete\n")
+        .map_err(|e| Error::invalid("cannot write marker").with_source(e))?;
     std::fs::canonicalize(dir).map_err(|e| Error::invalid("cannot resolve --dir").with_source(e))
 }
 
@@ -77,12 +83,25 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let pg = EphemeralPostgres::start()?;
     let url = pg.create_database("app").await?;
     let pool = control::connect(&url, APP_CONTROL, 4).await?;
-    eprintln!("==> creating the reference application schema and generating data (seed {}, {} orgs, {} events over {} days)", args.seed, args.orgs, args.rows, args.days);
+    eprintln!(
+        "==> creating the reference application schema and generating data (seed {}, {} orgs, {} events over {} days)",
+        args.seed, args.orgs, args.rows, args.days
+    );
     reference::install(&pool).await?;
     // Data ends two hours ago, so every window of it is closed.
     let end = crate::plan::align_down(chrono::Utc::now() - chrono::Duration::hours(2), 3600);
     let t = std::time::Instant::now();
-    reference::generate(&pool, &GenerateSpec { seed: args.seed, organizations: args.orgs, rows: args.rows, days: args.days, end }).await?;
+    reference::generate(
+        &pool,
+        &GenerateSpec {
+            seed: args.seed,
+            organizations: args.orgs,
+            rows: args.rows,
+            days: args.days,
+            end,
+        },
+    )
+    .await?;
     eprintln!("    generated in {:.1}s", t.elapsed().as_secs_f64());
     control::migrate(&pool).await?;
     let orgs = reference::organizations(&pool).await?;
@@ -91,7 +110,10 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     };
     eprintln!("==> registering destinations for organization {org_name} ({org})");
     let mut added = Vec::new();
-    for (kind, name, sub) in [(DestinationKind::ParquetS3, "demo-parquet", "parquet"), (DestinationKind::JsonlS3, "demo-jsonl", "jsonl")] {
+    for (kind, name, sub) in [
+        (DestinationKind::ParquetS3, "demo-parquet", "parquet"),
+        (DestinationKind::JsonlS3, "demo-jsonl", "jsonl"),
+    ] {
         let out = dir.join(sub);
         let config = serde_json::json!({ "url": format!("file://{}", out.display()) });
         deliver::build(kind, &config)?.check().await?;
@@ -113,19 +135,38 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         added.push((d, out));
     }
     eprintln!("==> running plan + deliver until idle ({} workers)", args.workers);
-    let ctx = Context { database_url: Some(url.clone()), source_url: None, schemas_dir: None };
-    let flags = WorkerFlags { workers: args.workers, lease: 120, retry_base: 5, retry_cap: 60 };
+    let ctx = Context {
+        database_url: Some(url.clone()),
+        source_url: None,
+        schemas_dir: None,
+    };
+    let flags = WorkerFlags {
+        workers: args.workers,
+        lease: 120,
+        retry_base: 5,
+        retry_cap: 60,
+    };
     let cancel = tokio_util::sync::CancellationToken::new();
     let summary = run_passes(&ctx, &flags, true, None, &cancel).await?;
     println!();
     let (now, tables) = crate::status::table_status(&pool).await?;
-    print_status(&crate::status::Status { now, tables, blocking_transaction: None });
+    print_status(&crate::status::Status {
+        now,
+        tables,
+        blocking_transaction: None,
+    });
     println!();
     let rows: Vec<Vec<String>> = added
         .iter()
         .map(|(d, out)| {
             let (files, size) = files_under(out);
-            vec![d.name.clone(), d.kind.to_string(), files.to_string(), bytes(size as i64), out.display().to_string()]
+            vec![
+                d.name.clone(),
+                d.kind.to_string(),
+                files.to_string(),
+                bytes(size as i64),
+                out.display().to_string(),
+            ]
         })
         .collect();
     print_table(&["DESTINATION", "KIND", "FILES", "SIZE", "WHERE"], &rows);
@@ -138,7 +179,10 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         summary.failed,
         summary.dead_letter
     );
-    println!("only organization {org_name} was exported; the other {} organizations' rows stayed home.", orgs.len() - 1);
+    println!(
+        "only organization {org_name} was exported; the other {} organizations' rows stayed home.",
+        orgs.len() - 1
+    );
     println!(
         "try: python3 -c \"import pyarrow.dataset as ds; print(ds.dataset('{}/events', format='parquet', partitioning='hive').count_rows())\"",
         dir.join("parquet").display()

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use uuid::Uuid;
 
 use super::output::{instant, json, print_table};
-use super::{parse_duration_secs, parse_instant, Context};
+use super::{Context, parse_duration_secs, parse_instant};
 use crate::control::destinations::{self, DestinationKind, NewDestination};
 use crate::control::ensure_migrated;
 use crate::deliver;
@@ -80,7 +80,11 @@ fn parse_tables(s: &str) -> Result<Vec<Table>> {
     if s.trim().eq_ignore_ascii_case("all") {
         return Ok(Table::ALL.to_vec());
     }
-    let mut tables: Vec<Table> = s.split(',').filter(|t| !t.trim().is_empty()).map(str::parse).collect::<Result<_>>()?;
+    let mut tables: Vec<Table> = s
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(str::parse)
+        .collect::<Result<_>>()?;
     tables.sort();
     tables.dedup();
     if tables.is_empty() {
@@ -92,7 +96,8 @@ fn parse_tables(s: &str) -> Result<Vec<Table>> {
 fn parse_config(s: &str) -> Result<serde_json::Value> {
     let (text, origin) = match s.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path).map_err(|e| Error::config(format!("cannot read config file {path}")).with_source(e))?,
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::config(format!("cannot read config file {path}")).with_source(e))?,
             path.to_string(),
         ),
         None => (s.to_string(), "--config".to_string()),
@@ -129,11 +134,25 @@ pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
                         ]
                     })
                     .collect();
-                print_table(&["ID", "NAME", "ORGANIZATION", "KIND", "STATUS", "TABLES", "LAST DELIVERY"], &rows);
+                print_table(
+                    &[
+                        "ID",
+                        "NAME",
+                        "ORGANIZATION",
+                        "KIND",
+                        "STATUS",
+                        "TABLES",
+                        "LAST DELIVERY",
+                    ],
+                    &rows,
+                );
             }
             Ok(0)
         }
-        DestinationCommand::Show { destination, json: as_json } => {
+        DestinationCommand::Show {
+            destination,
+            json: as_json,
+        } => {
             let pool = ctx.control().await?;
             ensure_migrated(&pool).await?;
             let d = destinations::resolve(&pool, &destination).await?;
@@ -145,7 +164,10 @@ pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
                 println!("organization:   {}", d.organization_id);
                 println!("kind:           {}", d.kind);
                 println!("status:         {}", d.status);
-                println!("tables:         {}", d.enabled_tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "));
+                println!(
+                    "tables:         {}",
+                    d.enabled_tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+                );
                 println!("window / grace: {}s / {}s", d.window_seconds, d.grace_seconds);
                 println!("max attempts:   {}", d.max_attempts);
                 println!("start from:     {}", instant(d.start_from));
@@ -159,7 +181,9 @@ pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
         DestinationCommand::Resume { destination } => set_status(ctx, &destination, "active").await,
         DestinationCommand::Remove { destination, yes } => {
             if !yes {
-                return Err(Error::invalid("removing a destination deletes its delivery history; pass --yes to confirm"));
+                return Err(Error::invalid(
+                    "removing a destination deletes its delivery history; pass --yes to confirm",
+                ));
             }
             let pool = ctx.control().await?;
             ensure_migrated(&pool).await?;
@@ -187,7 +211,10 @@ pub async fn add(ctx: &Context, args: AddArgs) -> Result<u8> {
     let tables = parse_tables(&args.tables)?;
     let config = parse_config(&args.config)?;
     if args.window <= 0 || 86_400 % args.window != 0 || args.window < 60 {
-        return Err(Error::invalid(format!("--window {}s must be at least 60s and divide a day", args.window)));
+        return Err(Error::invalid(format!(
+            "--window {}s must be at least 60s and divide a day",
+            args.window
+        )));
     }
     let start_from = match args.start_from.as_str() {
         "earliest" => None,
@@ -196,7 +223,10 @@ pub async fn add(ctx: &Context, args: AddArgs) -> Result<u8> {
     };
     let built = deliver::build(kind, &config)?;
     if !args.no_check {
-        built.check().await.map_err(|e| Error::new(e.kind(), format!("destination check failed: {}", e)))?;
+        built
+            .check()
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("destination check failed: {}", e)))?;
     }
     let pool = ctx.control().await?;
     ensure_migrated(&pool).await?;
@@ -218,7 +248,10 @@ pub async fn add(ctx: &Context, args: AddArgs) -> Result<u8> {
     if args.json {
         json(&d);
     } else {
-        println!("added destination {} ({}) for organization {}", d.name, d.id, d.organization_id);
+        println!(
+            "added destination {} ({}) for organization {}",
+            d.name, d.id, d.organization_id
+        );
     }
     Ok(0)
 }

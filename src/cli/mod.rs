@@ -95,9 +95,9 @@ pub struct Context {
 
 impl Context {
     fn database_url(&self) -> Result<&str> {
-        self.database_url.as_deref().ok_or_else(|| {
-            Error::config("no control-plane database: set TIDEMARK_DATABASE_URL or pass --database-url")
-        })
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| Error::config("no control-plane database: set TIDEMARK_DATABASE_URL or pass --database-url"))
     }
 
     pub async fn control(&self) -> Result<PgPool> {
@@ -118,8 +118,12 @@ impl Context {
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.compact().try_init(),
@@ -145,7 +149,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let ctx = Context { database_url: cli.database_url, source_url: cli.source_url, schemas_dir: cli.schemas_dir };
+    let ctx = Context {
+        database_url: cli.database_url,
+        source_url: cli.source_url,
+        schemas_dir: cli.schemas_dir,
+    };
     let result = runtime.block_on(dispatch(&ctx, cli.command));
     match result {
         Ok(code) => ExitCode::from(code),
@@ -185,8 +193,13 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
 /// Parses `15m`, `900s`, `1h`, `90` (seconds).
 pub fn parse_duration_secs(s: &str) -> std::result::Result<i64, String> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: i64 = num.parse().map_err(|_| format!("invalid duration '{s}'; use e.g. 15m, 900s, 1h"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}'; use e.g. 15m, 900s, 1h"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -205,5 +218,7 @@ pub fn parse_instant(s: &str) -> std::result::Result<chrono::DateTime<chrono::Ut
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("valid").and_utc());
     }
-    Err(format!("invalid instant '{s}'; use RFC 3339 (2026-11-19T10:00:00Z) or a date (2026-11-19)"))
+    Err(format!(
+        "invalid instant '{s}'; use RFC 3339 (2026-11-19T10:00:00Z) or a date (2026-11-19)"
+    ))
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::output::{bytes, duration, instant, json, print_table};
-use super::{parse_duration_secs, parse_instant, Context};
+use super::{Context, parse_duration_secs, parse_instant};
 use crate::control::destinations;
 use crate::control::ensure_migrated;
 use crate::control::outbox::{self, LeaseFilter};
@@ -117,7 +117,9 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> Result<u8> {
     ensure_migrated(&control).await?;
     let (clock, planned, errors) = plan::plan_all(&control, &source, &registry).await?;
     if args.json {
-        json(&serde_json::json!({"clock": clock, "planned": planned, "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()}));
+        json(
+            &serde_json::json!({"clock": clock, "planned": planned, "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
+        );
     } else {
         print_plan(&clock, &planned);
         for e in &errors {
@@ -131,7 +133,15 @@ fn print_plan(clock: &plan::SourceClock, planned: &[plan::PlannedTable]) {
     let rows: Vec<Vec<String>> = planned
         .iter()
         .filter(|p| p.new_windows > 0)
-        .map(|p| vec![p.destination.clone(), p.table.to_string(), instant(p.from), instant(Some(p.through)), p.new_windows.to_string()])
+        .map(|p| {
+            vec![
+                p.destination.clone(),
+                p.table.to_string(),
+                instant(p.from),
+                instant(Some(p.through)),
+                p.new_windows.to_string(),
+            ]
+        })
         .collect();
     if rows.is_empty() {
         println!("no new windows (source clock {})", instant(Some(clock.now)));
@@ -139,7 +149,13 @@ fn print_plan(clock: &plan::SourceClock, planned: &[plan::PlannedTable]) {
         print_table(&["DESTINATION", "TABLE", "FROM", "THROUGH", "NEW WINDOWS"], &rows);
     }
     if let Some(tx) = &clock.oldest {
-        println!("oldest open source transaction: pid {} since {} ({}, {})", tx.pid, instant(Some(tx.xact_start)), tx.state, tx.application_name);
+        println!(
+            "oldest open source transaction: pid {} since {} ({}, {})",
+            tx.pid,
+            instant(Some(tx.xact_start)),
+            tx.state,
+            tx.application_name
+        );
     }
 }
 
@@ -173,7 +189,11 @@ impl RunSummary {
     }
 
     pub fn exit_code(&self) -> u8 {
-        if self.failed + self.dead_letter > 0 || !self.plan_errors.is_empty() { 5 } else { 0 }
+        if self.failed + self.dead_letter > 0 || !self.plan_errors.is_empty() {
+            5
+        } else {
+            0
+        }
     }
 }
 
@@ -189,7 +209,13 @@ pub async fn drain_parallel(
     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(max.unwrap_or(usize::MAX)));
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
-        let (worker, filter, cancel, budget, on_outcome) = (worker.clone(), filter.clone(), cancel.clone(), budget.clone(), on_outcome.clone());
+        let (worker, filter, cancel, budget, on_outcome) = (
+            worker.clone(),
+            filter.clone(),
+            cancel.clone(),
+            budget.clone(),
+            on_outcome.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             loop {
@@ -197,7 +223,14 @@ pub async fn drain_parallel(
                     break;
                 }
                 // Take one unit of budget before leasing.
-                if budget.fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |b| b.checked_sub(1)).is_err() {
+                if budget
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |b| b.checked_sub(1),
+                    )
+                    .is_err()
+                {
                     break;
                 }
                 match worker.run_one(&filter, &cancel).await? {
@@ -239,10 +272,21 @@ fn interrupt_token() -> CancellationToken {
 }
 
 /// Plan + deliver; the body of `run`, `worker` and `demo`.
-pub async fn run_passes(ctx: &Context, flags: &WorkerFlags, until_idle: bool, max: Option<usize>, cancel: &CancellationToken) -> Result<RunSummary> {
+pub async fn run_passes(
+    ctx: &Context,
+    flags: &WorkerFlags,
+    until_idle: bool,
+    max: Option<usize>,
+    cancel: &CancellationToken,
+) -> Result<RunSummary> {
     let (control, source, registry) = (ctx.control().await?, ctx.source().await?, ctx.registry()?);
     ensure_migrated(&control).await?;
-    let worker = Arc::new(Worker::new(control.clone(), source.clone(), registry.clone(), flags.options()));
+    let worker = Arc::new(Worker::new(
+        control.clone(),
+        source.clone(),
+        registry.clone(),
+        flags.options(),
+    ));
     let started = std::time::Instant::now();
     let mut summary = RunSummary::default();
     loop {
@@ -250,7 +294,15 @@ pub async fn run_passes(ctx: &Context, flags: &WorkerFlags, until_idle: bool, ma
         summary.planned_windows += planned.iter().map(|p| p.new_windows).sum::<u64>();
         summary.plan_errors.extend(errors.iter().map(|e| e.to_string()));
         let remaining = max.map(|m| m.saturating_sub(summary.outcomes.len()));
-        let outcomes = drain_parallel(worker.clone(), flags.workers, LeaseFilter::default(), remaining, cancel.clone(), Arc::new(|_| {})).await?;
+        let outcomes = drain_parallel(
+            worker.clone(),
+            flags.workers,
+            LeaseFilter::default(),
+            remaining,
+            cancel.clone(),
+            Arc::new(|_| {}),
+        )
+        .await?;
         let delivered_now = outcomes.iter().filter(|o| o.status == "delivered").count();
         for o in &outcomes {
             summary.add(o);
@@ -285,7 +337,14 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             eprintln!("planning error: {e}");
         }
         for o in summary.outcomes.iter().filter(|o| o.error.is_some()) {
-            eprintln!("{} {} {} {}: {}", o.status, o.table, instant(Some(o.window_start)), o.delivery_id, o.error.as_deref().unwrap_or(""));
+            eprintln!(
+                "{} {} {} {}: {}",
+                o.status,
+                o.table,
+                instant(Some(o.window_start)),
+                o.delivery_id,
+                o.error.as_deref().unwrap_or("")
+            );
         }
     }
     if cancel.is_cancelled() {
@@ -299,9 +358,13 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> Result<u8> {
     tracing::info!(workers = args.flags.workers, "Worker started.");
     while !cancel.is_cancelled() {
         match run_passes(ctx, &args.flags, true, None, &cancel).await {
-            Ok(s) if s.delivered > 0 => tracing::info!(delivered = s.delivered, rows = s.rows, "Pass finished."),
+            Ok(s) if s.delivered > 0 => {
+                tracing::info!(delivered = s.delivered, rows = s.rows, "Pass finished.")
+            }
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Unavailable => tracing::warn!(error = %e, "Pass failed; will retry."),
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "Pass failed; will retry.")
+            }
             Err(e) => return Err(e),
         }
         tokio::select! {
@@ -317,22 +380,40 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
     ensure_migrated(&control).await?;
     let dest = destinations::resolve(&control, &args.destination).await?;
     if !dest.enabled_tables.contains(&args.table) {
-        return Err(Error::invalid(format!("table {} is not enabled for destination {}", args.table, dest.name)));
+        return Err(Error::invalid(format!(
+            "table {} is not enabled for destination {}",
+            args.table, dest.name
+        )));
     }
     if dest.status != "active" {
-        return Err(Error::invalid(format!("destination {} is {}; resume it first", dest.name, dest.status)));
+        return Err(Error::invalid(format!(
+            "destination {} is {}; resume it first",
+            dest.name, dest.status
+        )));
     }
     if args.from >= args.to {
         return Err(Error::invalid("--from must be before --to"));
     }
     let clock = plan::source_clock(&source).await?;
-    let (new, from, to) = plan::plan_range(&control, &source, &registry, &clock, &dest, args.table, args.from, args.to).await?;
-    let filter = LeaseFilter { destination_id: Some(dest.id), table: Some(args.table), from: Some(from), to: Some(to) };
+    let (new, from, to) = plan::plan_range(
+        &control, &source, &registry, &clock, &dest, args.table, args.from, args.to,
+    )
+    .await?;
+    let filter = LeaseFilter {
+        destination_id: Some(dest.id),
+        table: Some(args.table),
+        from: Some(from),
+        to: Some(to),
+    };
     let counts = outbox::count_by_status(&control, &filter).await?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
     let done: i64 = counts.iter().filter(|(s, _)| s == "delivered").map(|(_, n)| n).sum();
     tracing::info!(destination = %dest.name, table = %args.table, from = %from, to = %to, windows = total, new_windows = new, already_delivered = done, "Backfill planned.");
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} windows  {msg}  eta {eta}")
             .expect("valid template")
@@ -348,7 +429,10 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
             if o.status == "delivered" {
                 let r = rows.fetch_add(o.rows, std::sync::atomic::Ordering::Relaxed) + o.rows;
                 bar.inc(1);
-                bar.set_message(format!("{r} rows, {:.0} rows/s", r as f64 / started.elapsed().as_secs_f64().max(1e-3)));
+                bar.set_message(format!(
+                    "{r} rows, {:.0} rows/s",
+                    r as f64 / started.elapsed().as_secs_f64().max(1e-3)
+                ));
             } else if let Some(e) = &o.error {
                 bar.println(format!("{} {}: {e}", o.status, instant(Some(o.window_start))));
             }
@@ -356,9 +440,20 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
     };
     let cancel = interrupt_token();
     let worker = Arc::new(Worker::new(control.clone(), source, registry, args.flags.options()));
-    let outcomes = drain_parallel(worker, args.flags.workers, filter.clone(), None, cancel.clone(), on_outcome).await?;
+    let outcomes = drain_parallel(
+        worker,
+        args.flags.workers,
+        filter.clone(),
+        None,
+        cancel.clone(),
+        on_outcome,
+    )
+    .await?;
     bar.finish_and_clear();
-    let mut summary = RunSummary { planned_windows: new, ..RunSummary::default() };
+    let mut summary = RunSummary {
+        planned_windows: new,
+        ..RunSummary::default()
+    };
     for o in &outcomes {
         summary.add(o);
     }
@@ -366,7 +461,9 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
     let after = outbox::count_by_status(&control, &filter).await?;
     let remaining: i64 = after.iter().filter(|(s, _)| s != "delivered").map(|(_, n)| n).sum();
     if args.json {
-        json(&serde_json::json!({"destination": dest.name, "table": args.table, "from": from, "to": to, "windows": total, "remaining": remaining, "summary": summary}));
+        json(
+            &serde_json::json!({"destination": dest.name, "table": args.table, "from": from, "to": to, "windows": total, "remaining": remaining, "summary": summary}),
+        );
     } else {
         println!(
             "backfill {} → {} [{}, {}): delivered {} windows, {} rows, {} in {:.1}s ({:.0} rows/s); {} windows remaining",
@@ -382,7 +479,9 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
             remaining
         );
         if remaining > 0 {
-            println!("re-run the same command to continue (failed windows are retried after their backoff; see `tidemark status`)");
+            println!(
+                "re-run the same command to continue (failed windows are retried after their backoff; see `tidemark status`)"
+            );
         }
     }
     if cancel.is_cancelled() {
@@ -398,7 +497,9 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> Result<u8> {
     // The blocking transaction is only interesting when it actually holds windows open.
     let blocking = match ctx.source().await {
         Ok(source) => match plan::source_clock(&source).await {
-            Ok(clock) => clock.oldest.filter(|tx| (clock.now - tx.xact_start).num_seconds() > 60),
+            Ok(clock) => clock
+                .oldest
+                .filter(|tx| (clock.now - tx.xact_start).num_milliseconds() > 1_000),
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot read the source's open transactions.");
                 None
@@ -409,7 +510,11 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> Result<u8> {
             None
         }
     };
-    let st = status::Status { now, tables, blocking_transaction: blocking };
+    let st = status::Status {
+        now,
+        tables,
+        blocking_transaction: blocking,
+    };
     if args.json {
         json(&st);
         return Ok(0);
@@ -439,7 +544,23 @@ pub fn print_status(st: &status::Status) {
             ]
         })
         .collect();
-    print_table(&["DESTINATION", "KIND", "TABLE", "WATERMARK", "LAG", "PENDING", "LEASED", "DELIVERED", "FAILED", "DEAD", "ROWS", "BYTES"], &rows);
+    print_table(
+        &[
+            "DESTINATION",
+            "KIND",
+            "TABLE",
+            "WATERMARK",
+            "LAG",
+            "PENDING",
+            "LEASED",
+            "DELIVERED",
+            "FAILED",
+            "DEAD",
+            "ROWS",
+            "BYTES",
+        ],
+        &rows,
+    );
     for t in st.tables.iter().filter(|t| t.dead_letter > 0 || t.failed > 0) {
         if let Some(e) = &t.last_error {
             println!("{} / {}: {e}", t.destination, t.table);

@@ -2,8 +2,8 @@
 
 use clap::Subcommand;
 
-use super::output::{json, print_table};
 use super::Context;
+use super::output::{json, print_table};
 use crate::error::Result;
 use crate::schema::Table;
 
@@ -34,12 +34,23 @@ pub fn run(ctx: &Context, cmd: SchemaCommand) -> Result<u8> {
             } else {
                 let rows: Vec<Vec<String>> = registry
                     .iter()
-                    .map(|s| vec![s.table.to_string(), format!("v{}", s.version), s.columns.len().to_string(), s.description.clone()])
+                    .map(|s| {
+                        vec![
+                            s.table.to_string(),
+                            format!("v{}", s.version),
+                            s.columns.len().to_string(),
+                            s.description.clone(),
+                        ]
+                    })
                     .collect();
                 print_table(&["TABLE", "VERSION", "COLUMNS", "DESCRIPTION"], &rows);
             }
         }
-        SchemaCommand::Show { table, version, json: as_json } => {
+        SchemaCommand::Show {
+            table,
+            version,
+            json: as_json,
+        } => {
             let schema = registry.get(table.parse::<Table>()?, version)?;
             if as_json {
                 json(&*schema);
@@ -48,7 +59,14 @@ pub fn run(ctx: &Context, cmd: SchemaCommand) -> Result<u8> {
                 let rows: Vec<Vec<String>> = schema
                     .columns
                     .iter()
-                    .map(|c| vec![c.name.clone(), c.ty.to_string(), if c.nullable { "null".into() } else { "not null".into() }, c.description.clone()])
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.ty.to_string(),
+                            if c.nullable { "null".into() } else { "not null".into() },
+                            c.description.clone(),
+                        ]
+                    })
                     .collect();
                 print_table(&["COLUMN", "TYPE", "NULL", "DESCRIPTION"], &rows);
             }

@@ -59,10 +59,16 @@ impl FromStr for DestinationKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let wanted = s.trim().to_ascii_uppercase().replace('-', "_");
-        DestinationKind::ALL.into_iter().find(|k| k.label() == wanted).ok_or_else(|| {
-            let known: Vec<_> = DestinationKind::ALL.iter().map(|k| k.label()).collect();
-            Error::invalid(format!("unknown destination kind '{s}'; known kinds: {}", known.join(", ")))
-        })
+        DestinationKind::ALL
+            .into_iter()
+            .find(|k| k.label() == wanted)
+            .ok_or_else(|| {
+                let known: Vec<_> = DestinationKind::ALL.iter().map(|k| k.label()).collect();
+                Error::invalid(format!(
+                    "unknown destination kind '{s}'; known kinds: {}",
+                    known.join(", ")
+                ))
+            })
     }
 }
 
@@ -156,9 +162,11 @@ pub async fn insert(pool: &PgPool, d: &NewDestination) -> Result<Destination> {
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Destination>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM warehouse_destinations ORDER BY organization_id, name"))
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM warehouse_destinations ORDER BY organization_id, name"
+    ))
+    .fetch_all(pool)
+    .await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -185,7 +193,9 @@ pub async fn resolve(pool: &PgPool, id_or_name: &str) -> Result<Destination> {
     match rows.len() {
         0 => Err(Error::invalid(format!("no destination named '{id_or_name}'"))),
         1 => from_row(&rows[0]),
-        n => Err(Error::invalid(format!("{n} destinations are named '{id_or_name}' (in different organizations); use the id"))),
+        n => Err(Error::invalid(format!(
+            "{n} destinations are named '{id_or_name}' (in different organizations); use the id"
+        ))),
     }
 }
 
@@ -207,18 +217,23 @@ pub async fn set_status(pool: &PgPool, id: Uuid, status: &str) -> Result<()> {
 
 /// Marks a destination `error` (e.g. its configuration no longer builds); `resume` clears it.
 pub async fn set_error(pool: &PgPool, id: Uuid, message: &str) -> Result<()> {
-    sqlx::query("UPDATE warehouse_destinations SET status = 'error', last_error = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(message)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE warehouse_destinations SET status = 'error', last_error = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(message)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Removes a destination and its delivery history. Refuses while a delivery is leased.
 pub async fn remove(pool: &PgPool, id: Uuid) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM warehouse_destinations WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
+    sqlx::query("SELECT 1 FROM warehouse_destinations WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let leased: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM warehouse_deliveries WHERE destination_id = $1 AND status = 'leased' AND lease_expires_at > now()",
     )
@@ -226,9 +241,15 @@ pub async fn remove(pool: &PgPool, id: Uuid) -> Result<u64> {
     .fetch_one(&mut *tx)
     .await?;
     if leased > 0 {
-        return Err(Error::invalid(format!("destination {id} has {leased} deliveries in flight; pause it and retry once they finish")));
+        return Err(Error::invalid(format!(
+            "destination {id} has {leased} deliveries in flight; pause it and retry once they finish"
+        )));
     }
-    let n = sqlx::query("DELETE FROM warehouse_destinations WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+    let n = sqlx::query("DELETE FROM warehouse_destinations WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     tx.commit().await?;
     if n == 0 {
         return Err(Error::invalid(format!("no destination with id {id}")));

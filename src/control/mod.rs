@@ -16,8 +16,8 @@ pub mod outbox;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::{Connection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -33,15 +33,22 @@ pub async fn connect(url: &str, application_name: &str, max_connections: u32) ->
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| Error::config(format!("invalid database URL: {e}")))?
         .application_name(application_name);
-    let target = format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("(default)"));
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(15))
-        .connect_with(options)
+    let target = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default)")
+    );
+    // One direct attempt first: an unreachable database fails at once with the real cause,
+    // instead of after the pool's acquire timeout.
+    let probe = sqlx::PgConnection::connect_with(&options)
         .await
-        .map_err(|e| {
-            Error::new(ErrorKind::Unavailable, format!("cannot connect to the database at {target}")).with_source(e)
-        })
+        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("cannot connect to the database at {target}")).with_source(e))?;
+    let _ = probe.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_lazy_with(options))
 }
 
 /// Applies the control-plane migrations shipped in this binary.
@@ -56,15 +63,21 @@ pub async fn migrate(pool: &PgPool) -> Result<Vec<String>> {
 }
 
 async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?)
+    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await?)
 }
 
 /// Fails with a precise message when the control plane has not been migrated.
 pub async fn ensure_migrated(pool: &PgPool) -> Result<()> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('warehouse_deliveries') IS NOT NULL").fetch_one(pool).await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('warehouse_deliveries') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
     if exists {
         Ok(())
     } else {
-        Err(Error::config("the control plane is not set up in this database; run `tidemark migrate` first"))
+        Err(Error::config(
+            "the control plane is not set up in this database; run `tidemark migrate` first",
+        ))
     }
 }

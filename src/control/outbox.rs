@@ -139,9 +139,12 @@ pub async fn lease(pool: &PgPool, owner: &str, ttl_seconds: f64, filter: &LeaseF
 }
 
 fn fenced(lease: &Lease, action: &str) -> Error {
-    Error::new(ErrorKind::Fenced, format!("cannot {action}: the lease was taken over by another worker"))
-        .with_context("delivery", lease.delivery_id)
-        .with_context("token", lease.token)
+    Error::new(
+        ErrorKind::Fenced,
+        format!("cannot {action}: the lease was taken over by another worker"),
+    )
+    .with_context("delivery", lease.delivery_id)
+    .with_context("token", lease.token)
 }
 
 /// Extends the lease. `Fenced` once it has been taken over.
@@ -156,7 +159,11 @@ pub async fn heartbeat(pool: &PgPool, lease: &Lease, ttl_seconds: f64) -> Result
     .execute(pool)
     .await?
     .rows_affected();
-    if n == 1 { Ok(()) } else { Err(fenced(lease, "extend the lease")) }
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(fenced(lease, "extend the lease"))
+    }
 }
 
 /// Marks the delivery delivered with its receipt and advances the watermark, in one
@@ -173,11 +180,13 @@ pub async fn complete(pool: &PgPool, lease: &Lease, done: &Completion) -> Result
     .bind(lease.schema_version as i32)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT 1 FROM warehouse_watermarks WHERE destination_id = $1 AND \"table\" = $2::warehouse_table FOR UPDATE")
-        .bind(lease.destination_id)
-        .bind(lease.table.db_label())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "SELECT 1 FROM warehouse_watermarks WHERE destination_id = $1 AND \"table\" = $2::warehouse_table FOR UPDATE",
+    )
+    .bind(lease.destination_id)
+    .bind(lease.table.db_label())
+    .execute(&mut *tx)
+    .await?;
     let n = sqlx::query(
         "UPDATE warehouse_deliveries SET status = 'delivered', receipt = $3, row_count = $4, bytes = $5, \
            last_updated_at = $6, last_id = $7, delivered_at = now(), last_error = NULL, updated_at = now() \
@@ -271,7 +280,12 @@ pub async fn release(pool: &PgPool, lease: &Lease) -> Result<()> {
 }
 
 /// Puts dead letters (optionally of one destination / table / delivery) back in the queue.
-pub async fn retry(pool: &PgPool, destination_id: Option<Uuid>, table: Option<Table>, delivery_id: Option<Uuid>) -> Result<u64> {
+pub async fn retry(
+    pool: &PgPool,
+    destination_id: Option<Uuid>,
+    table: Option<Table>,
+    delivery_id: Option<Uuid>,
+) -> Result<u64> {
     Ok(sqlx::query(
         "UPDATE warehouse_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), \
            lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now() \

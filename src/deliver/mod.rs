@@ -42,7 +42,9 @@ pub struct Fence {
 
 impl Fence {
     pub fn new(control: PgPool, lease: Lease, ttl_seconds: f64) -> Fence {
-        Fence { inner: Some((control, lease, ttl_seconds)) }
+        Fence {
+            inner: Some((control, lease, ttl_seconds)),
+        }
     }
 
     /// A fence that always holds: for tools that write outside the outbox (benchmarks, tests
@@ -100,7 +102,10 @@ pub fn build(kind: DestinationKind, config: &serde_json::Value) -> Result<Arc<dy
             let supported: Vec<_> = supported_kinds().iter().map(|k| k.label()).collect();
             Err(Error::new(
                 ErrorKind::Config,
-                format!("destination kind {kind} is not available in this build; supported: {}", supported.join(", ")),
+                format!(
+                    "destination kind {kind} is not available in this build; supported: {}",
+                    supported.join(", ")
+                ),
             ))
         }
     }

@@ -6,7 +6,9 @@
 use std::io::Write;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Date32Type, Decimal128Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use chrono::{DateTime, NaiveDate};
@@ -32,7 +34,11 @@ impl JsonlEncoder {
                     k
                 })
                 .collect(),
-            raw_json: schema.fields().iter().map(|f| f.metadata().get("tidemark.type").is_some_and(|t| t == "jsonb")).collect(),
+            raw_json: schema
+                .fields()
+                .iter()
+                .map(|f| f.metadata().get("tidemark.type").is_some_and(|t| t == "jsonb"))
+                .collect(),
         }
     }
 
@@ -100,7 +106,9 @@ fn write_value(col: &dyn Array, row: usize, raw_json: bool, out: &mut Vec<u8>) -
         }
         DataType::Date32 => {
             let days = col.as_primitive::<Date32Type>().value(row);
-            let d = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid").checked_add_signed(chrono::Duration::days(days as i64))
+            let d = NaiveDate::from_ymd_opt(1970, 1, 1)
+                .expect("valid")
+                .checked_add_signed(chrono::Duration::days(days as i64))
                 .ok_or_else(|| Error::new(ErrorKind::DataInvalid, "date out of range"))?;
             write!(out, "\"{}\"", d.format("%Y-%m-%d")).expect("vec");
         }
@@ -121,7 +129,9 @@ fn write_value(col: &dyn Array, row: usize, raw_json: bool, out: &mut Vec<u8>) -
             }
             out.push(b']');
         }
-        other => return Err(Error::unexpected(format!("no JSONL encoding for Arrow type {other}"))),
+        other => {
+            return Err(Error::unexpected(format!("no JSONL encoding for Arrow type {other}")));
+        }
     }
     Ok(())
 }

@@ -15,7 +15,11 @@ use super::FileProvenance;
 pub const MAX_ROW_GROUP_ROWS: usize = 128 * 1024;
 
 pub fn writer_properties(provenance: &FileProvenance) -> WriterProperties {
-    let kv = provenance.key_values().into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+    let kv = provenance
+        .key_values()
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, v))
+        .collect();
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)

@@ -56,7 +56,9 @@ impl ColumnBuilder {
             ColumnType::Float8 => ColumnBuilder::Float8(Float64Builder::with_capacity(capacity)),
             ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
             ColumnType::Numeric { precision, scale } => ColumnBuilder::Numeric(
-                Decimal128Builder::with_capacity(capacity).with_precision_and_scale(precision, scale).expect("validated precision/scale"),
+                Decimal128Builder::with_capacity(capacity)
+                    .with_precision_and_scale(precision, scale)
+                    .expect("validated precision/scale"),
                 scale,
             ),
             ColumnType::Timestamptz => {
@@ -71,7 +73,9 @@ impl ColumnBuilder {
 
     fn append_null(&mut self) {
         match self {
-            ColumnBuilder::Uuid(b) | ColumnBuilder::Text(b) | ColumnBuilder::Jsonb(b) | ColumnBuilder::Inet(b) => b.append_null(),
+            ColumnBuilder::Uuid(b) | ColumnBuilder::Text(b) | ColumnBuilder::Jsonb(b) | ColumnBuilder::Inet(b) => {
+                b.append_null()
+            }
             ColumnBuilder::Int2(b) => b.append_null(),
             ColumnBuilder::Int4(b) => b.append_null(),
             ColumnBuilder::Int8(b) => b.append_null(),
@@ -92,10 +96,18 @@ impl ColumnBuilder {
                 b.append_value(uuid::Uuid::from_bytes(bytes).hyphenated().encode_lower(&mut buf));
             }
             ColumnBuilder::Text(b) => b.append_value(utf8(v)?),
-            ColumnBuilder::Int2(b) => b.append_value(i16::from_be_bytes(v.try_into().map_err(|_| bad("int2", v.len()))?)),
-            ColumnBuilder::Int4(b) => b.append_value(i32::from_be_bytes(v.try_into().map_err(|_| bad("int4", v.len()))?)),
-            ColumnBuilder::Int8(b) => b.append_value(i64::from_be_bytes(v.try_into().map_err(|_| bad("int8", v.len()))?)),
-            ColumnBuilder::Float8(b) => b.append_value(f64::from_be_bytes(v.try_into().map_err(|_| bad("float8", v.len()))?)),
+            ColumnBuilder::Int2(b) => {
+                b.append_value(i16::from_be_bytes(v.try_into().map_err(|_| bad("int2", v.len()))?))
+            }
+            ColumnBuilder::Int4(b) => {
+                b.append_value(i32::from_be_bytes(v.try_into().map_err(|_| bad("int4", v.len()))?))
+            }
+            ColumnBuilder::Int8(b) => {
+                b.append_value(i64::from_be_bytes(v.try_into().map_err(|_| bad("int8", v.len()))?))
+            }
+            ColumnBuilder::Float8(b) => {
+                b.append_value(f64::from_be_bytes(v.try_into().map_err(|_| bad("float8", v.len()))?))
+            }
             ColumnBuilder::Bool(b) => match v {
                 [x] => b.append_value(*x != 0),
                 _ => return Err(bad("bool", v.len())),
@@ -104,7 +116,10 @@ impl ColumnBuilder {
             ColumnBuilder::Timestamptz(b) => {
                 let raw = i64::from_be_bytes(v.try_into().map_err(|_| bad("timestamptz", v.len()))?);
                 if raw == i64::MAX || raw == i64::MIN {
-                    return Err(Error::new(ErrorKind::DataInvalid, "timestamptz 'infinity' cannot be exported"));
+                    return Err(Error::new(
+                        ErrorKind::DataInvalid,
+                        "timestamptz 'infinity' cannot be exported",
+                    ));
                 }
                 b.append_value(raw.checked_add(PG_EPOCH_MICROS).ok_or_else(|| bad("timestamptz", 8))?);
             }
@@ -117,7 +132,9 @@ impl ColumnBuilder {
             }
             ColumnBuilder::Jsonb(b) => match v.split_first() {
                 Some((1, text)) => b.append_value(utf8(text)?),
-                _ => return Err(Error::new(ErrorKind::DataInvalid, "unsupported jsonb binary version")),
+                _ => {
+                    return Err(Error::new(ErrorKind::DataInvalid, "unsupported jsonb binary version"));
+                }
             },
             ColumnBuilder::Inet(b) => {
                 let mut buf = [0u8; 64];
@@ -131,7 +148,9 @@ impl ColumnBuilder {
 
     fn finish(&mut self) -> ArrayRef {
         match self {
-            ColumnBuilder::Uuid(b) | ColumnBuilder::Text(b) | ColumnBuilder::Jsonb(b) | ColumnBuilder::Inet(b) => Arc::new(b.finish()),
+            ColumnBuilder::Uuid(b) | ColumnBuilder::Text(b) | ColumnBuilder::Jsonb(b) | ColumnBuilder::Inet(b) => {
+                Arc::new(b.finish())
+            }
             ColumnBuilder::Int2(b) => Arc::new(b.finish()),
             ColumnBuilder::Int4(b) => Arc::new(b.finish()),
             ColumnBuilder::Int8(b) => Arc::new(b.finish()),
@@ -146,7 +165,10 @@ impl ColumnBuilder {
 }
 
 fn bad(ty: &str, len: usize) -> Error {
-    Error::new(ErrorKind::DataInvalid, format!("malformed binary {ty} value of {len} bytes"))
+    Error::new(
+        ErrorKind::DataInvalid,
+        format!("malformed binary {ty} value of {len} bytes"),
+    )
 }
 
 fn utf8(v: &[u8]) -> Result<&str> {
@@ -167,17 +189,36 @@ fn decode_numeric(v: &[u8], scale: i8) -> Result<i128> {
     }
     match sign {
         0x0000 | 0x4000 => {}
-        0xC000 => return Err(Error::new(ErrorKind::DataInvalid, "numeric 'NaN' cannot be exported")),
-        _ => return Err(Error::new(ErrorKind::DataInvalid, "numeric 'Infinity' cannot be exported")),
+        0xC000 => {
+            return Err(Error::new(ErrorKind::DataInvalid, "numeric 'NaN' cannot be exported"));
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                "numeric 'Infinity' cannot be exported",
+            ));
+        }
     }
-    let overflow = || Error::new(ErrorKind::DataInvalid, "numeric value does not fit its published precision");
+    let overflow = || {
+        Error::new(
+            ErrorKind::DataInvalid,
+            "numeric value does not fit its published precision",
+        )
+    };
     let mut acc: i128 = 0;
     for i in 0..ndigits {
         let d = u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]) as i128;
-        acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d)).ok_or_else(overflow)?;
+        acc = acc
+            .checked_mul(10_000)
+            .and_then(|a| a.checked_add(d))
+            .ok_or_else(overflow)?;
     }
     // acc * 10000^(weight - ndigits + 1) is the value; we want value * 10^scale.
-    let exp10 = if ndigits == 0 { 0 } else { 4 * (weight - ndigits as i32 + 1) + scale as i32 };
+    let exp10 = if ndigits == 0 {
+        0
+    } else {
+        4 * (weight - ndigits as i32 + 1) + scale as i32
+    };
     if exp10 >= 0 {
         for _ in 0..exp10 {
             acc = acc.checked_mul(10).ok_or_else(overflow)?;
@@ -185,7 +226,10 @@ fn decode_numeric(v: &[u8], scale: i8) -> Result<i128> {
     } else {
         let div = 10i128.checked_pow((-exp10) as u32).ok_or_else(overflow)?;
         if acc % div != 0 {
-            return Err(Error::new(ErrorKind::DataInvalid, "numeric value has more fractional digits than its published scale"));
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                "numeric value has more fractional digits than its published scale",
+            ));
         }
         acc /= div;
     }
@@ -255,7 +299,12 @@ fn decode_text_array(v: &[u8], b: &mut ListBuilder<StringBuilder>) -> Result<()>
                 buf.advance(n);
             }
         }
-        _ => return Err(Error::new(ErrorKind::DataInvalid, "multi-dimensional arrays cannot be exported as text[]")),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                "multi-dimensional arrays cannot be exported as text[]",
+            ));
+        }
     }
     b.append(true);
     Ok(())
@@ -287,9 +336,14 @@ impl CopyDecoder {
         CopyDecoder {
             schema: schema.arrow_schema(),
             builders: types.iter().map(|t| ColumnBuilder::new(*t, cap)).collect(),
-            org_index: schema.column_index(&schema.organization_column).expect("validated schema"),
+            org_index: schema
+                .column_index(&schema.organization_column)
+                .expect("validated schema"),
             organization: *organization.as_bytes(),
-            cursor_index: (schema.column_index("updated_at").expect("validated"), schema.column_index("id").expect("validated")),
+            cursor_index: (
+                schema.column_index("updated_at").expect("validated"),
+                schema.column_index("id").expect("validated"),
+            ),
             types,
             batch_rows: batch_rows.max(1),
             rows_in_batch: 0,
@@ -323,9 +377,13 @@ impl CopyDecoder {
     /// Ends the stream: returns the last partial batch, if any. Errors if the stream was cut.
     pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
         if !self.finished {
-            return Err(Error::new(ErrorKind::Unavailable, "COPY stream ended before its trailer; the connection was cut"));
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "COPY stream ended before its trailer; the connection was cut",
+            ));
         }
-        self.flush_batch().map(|b| if b.num_rows() == 0 { None } else { Some(b) })
+        self.flush_batch()
+            .map(|b| if b.num_rows() == 0 { None } else { Some(b) })
     }
 
     fn flush_batch(&mut self) -> Result<RecordBatch> {
@@ -342,7 +400,10 @@ impl CopyDecoder {
                 return Ok(0);
             }
             if &buf[..11] != SIGNATURE {
-                return Err(Error::new(ErrorKind::DataInvalid, "COPY stream does not start with the binary signature"));
+                return Err(Error::new(
+                    ErrorKind::DataInvalid,
+                    "COPY stream does not start with the binary signature",
+                ));
             }
             let ext = u32::from_be_bytes(buf[15..19].try_into().expect("4 bytes")) as usize;
             if buf.len() < 19 + ext {
@@ -404,14 +465,19 @@ impl CopyDecoder {
                         "source returned a row of another organization; the window is aborted",
                     )
                     .with_context("expected", uuid::Uuid::from_bytes(self.organization))
-                    .with_context("found", uuid::Uuid::from_slice(v).map(|u| u.to_string()).unwrap_or_default()));
+                    .with_context(
+                        "found",
+                        uuid::Uuid::from_slice(v).map(|u| u.to_string()).unwrap_or_default(),
+                    ));
                 }
                 if col == self.cursor_index.0 && len == 8 {
                     updated_at = i64::from_be_bytes(v.try_into().expect("8 bytes")) + PG_EPOCH_MICROS;
                 } else if col == self.cursor_index.1 && len == 16 {
                     id.copy_from_slice(v);
                 }
-                self.builders[col].append(v).map_err(|e| e.with_context("column", &self.schema.field(col).name()))?;
+                self.builders[col]
+                    .append(v)
+                    .map_err(|e| e.with_context("column", &self.schema.field(col).name()))?;
             }
             self.last_cursor = Some((updated_at, id));
             pos = end;
@@ -445,7 +511,10 @@ mod tests {
     #[test]
     fn numeric_decodes_to_scaled_integer() {
         // 12345.6789 = digits [1, 2345, 6789], weight 1
-        assert_eq!(decode_numeric(&numeric(&[1, 2345, 6789], 1, false, 4), 4).unwrap(), 123456789);
+        assert_eq!(
+            decode_numeric(&numeric(&[1, 2345, 6789], 1, false, 4), 4).unwrap(),
+            123456789
+        );
         // -0.05 with scale 2 = digits [500], weight -1
         assert_eq!(decode_numeric(&numeric(&[500], -1, true, 2), 2).unwrap(), -5);
         // 0

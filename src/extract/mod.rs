@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::schema::{quote_ident, TableSchema};
+use crate::schema::{TableSchema, quote_ident};
 use decode::CopyDecoder;
 
 /// Rows per Arrow batch. Bounds memory: a batch of the widest table is a few MB.
@@ -65,7 +65,11 @@ pub fn copy_statement(q: &WindowQuery<'_>) -> String {
 }
 
 /// Starts extracting a window. Returns the batch stream and, once it has ended, the stats.
-pub fn extract(source: PgPool, q: WindowQuery<'_>, batch_rows: usize) -> (BatchStream, oneshot::Receiver<ExtractStats>) {
+pub fn extract(
+    source: PgPool,
+    q: WindowQuery<'_>,
+    batch_rows: usize,
+) -> (BatchStream, oneshot::Receiver<ExtractStats>) {
     let statement = copy_statement(&q);
     let mut decoder = CopyDecoder::new(q.schema, q.organization_id, batch_rows);
     let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
@@ -73,8 +77,14 @@ pub fn extract(source: PgPool, q: WindowQuery<'_>, batch_rows: usize) -> (BatchS
     tokio::spawn(async move {
         let mut source_bytes = 0u64;
         let result: Result<()> = async {
-            let mut conn = source.acquire().await.map_err(|e| Error::postgres("cannot get a source connection", e))?;
-            let mut copy = conn.copy_out_raw(&statement).await.map_err(|e| Error::postgres("COPY from the source failed to start", e))?;
+            let mut conn = source
+                .acquire()
+                .await
+                .map_err(|e| Error::postgres("cannot get a source connection", e))?;
+            let mut copy = conn
+                .copy_out_raw(&statement)
+                .await
+                .map_err(|e| Error::postgres("COPY from the source failed to start", e))?;
             while let Some(chunk) = copy.next().await {
                 let chunk = chunk.map_err(|e| Error::postgres("COPY from the source failed", e))?;
                 source_bytes += chunk.len() as u64;
@@ -90,7 +100,9 @@ pub fn extract(source: PgPool, q: WindowQuery<'_>, batch_rows: usize) -> (BatchS
                 }
             }
             if let Some(b) = decoder.finish()? {
-                tx.send(Ok(b)).await.map_err(|_| Error::new(ErrorKind::Unexpected, "batch consumer went away"))?;
+                tx.send(Ok(b))
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Unexpected, "batch consumer went away"))?;
             }
             Ok(())
         }
@@ -98,9 +110,16 @@ pub fn extract(source: PgPool, q: WindowQuery<'_>, batch_rows: usize) -> (BatchS
         match result {
             Ok(()) => {
                 let last_cursor = decoder.last_cursor.map(|(micros, id)| {
-                    (Utc.timestamp_micros(micros).single().expect("in range"), Uuid::from_bytes(id))
+                    (
+                        Utc.timestamp_micros(micros).single().expect("in range"),
+                        Uuid::from_bytes(id),
+                    )
                 });
-                let _ = stats_tx.send(ExtractStats { rows: decoder.rows, source_bytes, last_cursor });
+                let _ = stats_tx.send(ExtractStats {
+                    rows: decoder.rows,
+                    source_bytes,
+                    last_cursor,
+                });
             }
             Err(e) => {
                 let _ = tx.send(Err(e)).await;

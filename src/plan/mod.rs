@@ -19,9 +19,9 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use crate::control::destinations::Destination;
-use crate::control::{outbox, APP_CONTROL, APP_EXTRACT};
+use crate::control::{APP_CONTROL, APP_EXTRACT, outbox};
 use crate::error::{Error, ErrorKind, Result};
-use crate::schema::{quote_ident, Registry, Table};
+use crate::schema::{Registry, Table, quote_ident};
 
 /// Most windows recorded for one destination × table in one planning pass; the next pass
 /// continues where this one stopped.
@@ -101,7 +101,10 @@ pub async fn source_clock(source: &PgPool) -> Result<SourceClock> {
         }),
         None => None,
     };
-    Ok(SourceClock { now: row.try_get("now")?, oldest })
+    Ok(SourceClock {
+        now: row.try_get("now")?,
+        oldest,
+    })
 }
 
 /// Planning result for one destination × table.
@@ -195,8 +198,17 @@ pub async fn plan_table(
     if from.is_some_and(|f| f >= through) {
         return Ok(result);
     }
-    let starts = nonempty_windows(source, table, &schema.organization_column, dest.organization_id, window, from, through, MAX_WINDOWS_PER_PASS)
-        .await?;
+    let starts = nonempty_windows(
+        source,
+        table,
+        &schema.organization_column,
+        dest.organization_id,
+        window,
+        from,
+        through,
+        MAX_WINDOWS_PER_PASS,
+    )
+    .await?;
     // Stopped early at the cap: only claim the horizon up to the last window found.
     let planned_to = if starts.len() as i64 >= MAX_WINDOWS_PER_PASS {
         *starts.last().expect("non-empty") + Duration::seconds(window)
@@ -245,16 +257,39 @@ pub async fn plan_range(
     let from = align_down(from, window);
     let to = align_down(to, window).min(closed);
     if from >= to {
-        return Err(Error::new(ErrorKind::InvalidInput, format!(
-            "nothing to backfill: the range [{from}, {to}) is empty once aligned to {window}s windows and clipped to the newest closed window"
-        )));
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "nothing to backfill: the range [{from}, {to}) is empty once aligned to {window}s windows and clipped to the newest closed window"
+            ),
+        ));
     }
     let mut total = 0;
     let mut cursor = from;
     loop {
-        let starts = nonempty_windows(source, table, &schema.organization_column, dest.organization_id, window, Some(cursor), to, MAX_WINDOWS_PER_PASS).await?;
+        let starts = nonempty_windows(
+            source,
+            table,
+            &schema.organization_column,
+            dest.organization_id,
+            window,
+            Some(cursor),
+            to,
+            MAX_WINDOWS_PER_PASS,
+        )
+        .await?;
         let mut tx = control.begin().await?;
-        total += outbox::insert_windows(&mut tx, dest.id, dest.organization_id, table, dest.schema_version, dest.max_attempts, dest.window_seconds, &starts).await?;
+        total += outbox::insert_windows(
+            &mut tx,
+            dest.id,
+            dest.organization_id,
+            table,
+            dest.schema_version,
+            dest.max_attempts,
+            dest.window_seconds,
+            &starts,
+        )
+        .await?;
         tx.commit().await?;
         if (starts.len() as i64) < MAX_WINDOWS_PER_PASS {
             break;
@@ -271,7 +306,10 @@ mod tests {
     #[test]
     fn align_down_is_epoch_aligned() {
         let t = Utc.with_ymd_and_hms(2026, 11, 19, 10, 14, 59).unwrap();
-        assert_eq!(align_down(t, 900), Utc.with_ymd_and_hms(2026, 11, 19, 10, 0, 0).unwrap());
+        assert_eq!(
+            align_down(t, 900),
+            Utc.with_ymd_and_hms(2026, 11, 19, 10, 0, 0).unwrap()
+        );
         let t = Utc.with_ymd_and_hms(2026, 11, 19, 10, 15, 0).unwrap();
         assert_eq!(align_down(t, 900), t);
     }
@@ -280,7 +318,10 @@ mod tests {
     fn an_old_open_transaction_holds_the_horizon() {
         let now = Utc.with_ymd_and_hms(2026, 11, 19, 12, 0, 30).unwrap();
         let mut clock = SourceClock { now, oldest: None };
-        assert_eq!(clock.closed_through(900, 60), Utc.with_ymd_and_hms(2026, 11, 19, 11, 45, 0).unwrap());
+        assert_eq!(
+            clock.closed_through(900, 60),
+            Utc.with_ymd_and_hms(2026, 11, 19, 11, 45, 0).unwrap()
+        );
         clock.oldest = Some(BlockingTransaction {
             pid: 1,
             xact_start: Utc.with_ymd_and_hms(2026, 11, 19, 11, 20, 0).unwrap(),
@@ -289,13 +330,20 @@ mod tests {
             usename: None,
             query: String::new(),
         });
-        assert_eq!(clock.closed_through(900, 60), Utc.with_ymd_and_hms(2026, 11, 19, 11, 15, 0).unwrap());
+        assert_eq!(
+            clock.closed_through(900, 60),
+            Utc.with_ymd_and_hms(2026, 11, 19, 11, 15, 0).unwrap()
+        );
     }
 }
 
 /// Plans every active destination × enabled table. A failure of one pair is reported and the
 /// others are still planned.
-pub async fn plan_all(control: &PgPool, source: &PgPool, registry: &Registry) -> Result<(SourceClock, Vec<PlannedTable>, Vec<Error>)> {
+pub async fn plan_all(
+    control: &PgPool,
+    source: &PgPool,
+    registry: &Registry,
+) -> Result<(SourceClock, Vec<PlannedTable>, Vec<Error>)> {
     let clock = source_clock(source).await?;
     let mut planned = Vec::new();
     let mut errors = Vec::new();

@@ -44,5 +44,7 @@ pub async fn generate(pool: &PgPool, spec: &GenerateSpec) -> Result<()> {
 
 /// Organizations of the reference schema, in id order: `(id, name)`.
 pub async fn organizations(pool: &PgPool) -> Result<Vec<(Uuid, String)>> {
-    Ok(sqlx::query_as("SELECT id, name FROM organizations ORDER BY id").fetch_all(pool).await?)
+    Ok(sqlx::query_as("SELECT id, name FROM organizations ORDER BY id")
+        .fetch_all(pool)
+        .await?)
 }

@@ -139,18 +139,30 @@ pub struct TableSchema {
 impl TableSchema {
     /// Parses and validates one schema file. `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<TableSchema> {
-        let schema: TableSchema = serde_json::from_str(text).map_err(|e| {
-            Error::new(ErrorKind::Schema, format!("invalid schema file {origin}: {e}"))
+        let schema: TableSchema = serde_json::from_str(text)
+            .map_err(|e| Error::new(ErrorKind::Schema, format!("invalid schema file {origin}: {e}")))?;
+        schema.validate().map_err(|e| {
+            Error::new(
+                ErrorKind::Schema,
+                format!("invalid schema file {origin}: {}", e.message()),
+            )
         })?;
-        schema.validate().map_err(|e| Error::new(ErrorKind::Schema, format!("invalid schema file {origin}: {}", e.message())))?;
         Ok(schema)
     }
 
     fn validate(&self) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         for c in &self.columns {
-            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') {
-                return Err(Error::invalid(format!("column name '{}' must be lower-case [a-z0-9_]", c.name)));
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+            {
+                return Err(Error::invalid(format!(
+                    "column name '{}' must be lower-case [a-z0-9_]",
+                    c.name
+                )));
             }
             if !seen.insert(c.name.as_str()) {
                 return Err(Error::invalid(format!("column '{}' appears twice", c.name)));
@@ -159,8 +171,14 @@ impl TableSchema {
         let require = |name: &str, ty: ColumnType, role: &str| -> Result<()> {
             match self.column(name) {
                 Some(c) if c.ty == ty && !c.nullable => Ok(()),
-                Some(c) => Err(Error::invalid(format!("{role} column '{name}' must be non-null {ty}, found {}{}", c.ty, if c.nullable { " (nullable)" } else { "" }))),
-                None => Err(Error::invalid(format!("{role} column '{name}' is not among the columns"))),
+                Some(c) => Err(Error::invalid(format!(
+                    "{role} column '{name}' must be non-null {ty}, found {}{}",
+                    c.ty,
+                    if c.nullable { " (nullable)" } else { "" }
+                ))),
+                None => Err(Error::invalid(format!(
+                    "{role} column '{name}' is not among the columns"
+                ))),
             }
         };
         if self.primary_key != ["id"] {
@@ -207,7 +225,11 @@ impl TableSchema {
 
     /// `"id", "organization_id", ...` quoted, in published order, for `SELECT` lists.
     pub fn select_list(&self) -> String {
-        self.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -241,12 +263,24 @@ impl Registry {
         for table in Table::ALL {
             let tdir = dir.join(table.name());
             let entries = std::fs::read_dir(&tdir).map_err(|e| {
-                Error::new(ErrorKind::Schema, format!("cannot read schema directory {}", tdir.display())).with_source(e)
+                Error::new(
+                    ErrorKind::Schema,
+                    format!("cannot read schema directory {}", tdir.display()),
+                )
+                .with_source(e)
             })?;
             for entry in entries {
-                let path = entry.map_err(|e| Error::new(ErrorKind::Schema, "cannot list schema directory").with_source(e))?.path();
-                let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
-                let Some(major) = file.strip_prefix('v').and_then(|f| f.strip_suffix(".json")).and_then(|v| v.parse::<u32>().ok()) else {
+                let path = entry
+                    .map_err(|e| Error::new(ErrorKind::Schema, "cannot list schema directory").with_source(e))?
+                    .path();
+                let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+                    continue;
+                };
+                let Some(major) = file
+                    .strip_prefix('v')
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .and_then(|v| v.parse::<u32>().ok())
+                else {
                     continue;
                 };
                 let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -269,7 +303,10 @@ impl Registry {
                 schemas.insert((table, major), Arc::new(schema));
             }
             if !schemas.contains_key(&(table, 1)) {
-                return Err(Error::new(ErrorKind::Schema, format!("missing schema file {}/v1.json", tdir.display())));
+                return Err(Error::new(
+                    ErrorKind::Schema,
+                    format!("missing schema file {}/v1.json", tdir.display()),
+                ));
             }
         }
         Ok(Registry { schemas })
@@ -323,7 +360,10 @@ mod tests {
         assert!(err.to_string().contains("varchar(3)"), "{err}");
 
         let mut json = serde_json::to_value(&*bad_type).unwrap();
-        json["columns"].as_array_mut().unwrap().retain(|c| c["name"] != "updated_at");
+        json["columns"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|c| c["name"] != "updated_at");
         let err = TableSchema::parse(&json.to_string(), "z/v1.json").unwrap_err();
         assert!(err.to_string().contains("updated_at"), "{err}");
     }

@@ -19,7 +19,10 @@ pub enum ColumnType {
     Float8,
     Bool,
     /// `numeric(precision, scale)`; unbounded numerics are not publishable (no exact target type).
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     Timestamptz,
     Date,
     Jsonb,
@@ -108,7 +111,9 @@ impl FromStr for ColumnType {
                     Some((p.trim().parse::<u8>().ok()?, s.trim().parse::<i8>().ok()?))
                 });
                 match parsed {
-                    Some((precision, scale)) if (1..=38).contains(&precision) && scale >= 0 && (scale as u8) <= precision => {
+                    Some((precision, scale))
+                        if (1..=38).contains(&precision) && scale >= 0 && (scale as u8) <= precision =>
+                    {
                         ColumnType::Numeric { precision, scale }
                     }
                     _ => {
@@ -132,7 +137,8 @@ impl Serialize for ColumnType {
 impl<'de> Deserialize<'de> for ColumnType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e: Error| serde::de::Error::custom(e.message().to_string()))
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.message().to_string()))
     }
 }
 
@@ -142,7 +148,21 @@ mod tests {
 
     #[test]
     fn types_round_trip_through_text() {
-        for s in ["uuid", "text", "int2", "int4", "int8", "float8", "bool", "numeric(6,2)", "timestamptz", "date", "jsonb", "inet", "text[]"] {
+        for s in [
+            "uuid",
+            "text",
+            "int2",
+            "int4",
+            "int8",
+            "float8",
+            "bool",
+            "numeric(6,2)",
+            "timestamptz",
+            "date",
+            "jsonb",
+            "inet",
+            "text[]",
+        ] {
             assert_eq!(s.parse::<ColumnType>().unwrap().to_string(), s);
         }
         assert!("numeric".parse::<ColumnType>().is_err());

@@ -48,8 +48,15 @@ impl Default for WorkerOptions {
 
 /// `hostname:pid:random`, unique per process.
 pub fn default_owner() -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8])
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Exponential backoff with equal jitter: `min(cap, base·2^(attempt−1)) · [0.5, 1)`.
@@ -58,6 +65,24 @@ pub fn backoff(attempt: i32, base: Duration, cap: Duration) -> Duration {
     let ceiling = exp.min(cap.as_secs_f64());
     let jitter: f64 = rand::rng().random_range(0.5..1.0);
     Duration::from_secs_f64(ceiling * jitter)
+}
+
+/// Crash injection for tests of worker death: `TIDEMARK_FAILPOINT=abort-after-deliver[:N]`
+/// aborts the process (no unwinding, no cleanup, like `kill -9`) after the N-th (default
+/// first) delivery has landed at its destination and before it is completed.
+fn failpoint_after_deliver() {
+    static DELIVERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("TIDEMARK_FAILPOINT") else {
+        return;
+    };
+    let Some(rest) = spec.strip_prefix("abort-after-deliver") else {
+        return;
+    };
+    let nth: usize = rest.strip_prefix(':').and_then(|n| n.parse().ok()).unwrap_or(1);
+    if DELIVERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= nth {
+        eprintln!("failpoint abort-after-deliver: aborting the process");
+        std::process::abort();
+    }
 }
 
 /// What happened to one delivery.
@@ -87,7 +112,14 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(control: PgPool, source: PgPool, registry: Arc<Registry>, options: WorkerOptions) -> Worker {
-        Worker { control, source, registry, options, destinations: Mutex::new(HashMap::new()), checked: Mutex::new(Default::default()) }
+        Worker {
+            control,
+            source,
+            registry,
+            options,
+            destinations: Mutex::new(HashMap::new()),
+            checked: Mutex::new(Default::default()),
+        }
     }
 
     pub fn options(&self) -> &WorkerOptions {
@@ -147,6 +179,7 @@ impl Worker {
         };
         match result {
             Ok(done) => {
+                failpoint_after_deliver();
                 outcome.rows = done.rows as u64;
                 outcome.bytes = done.bytes as u64;
                 outbox::complete(&self.control, &lease, &done).await?;
@@ -157,7 +190,10 @@ impl Worker {
                 outbox::release(&self.control, &lease).await?;
                 outcome.status = "released".into();
             }
-            Err(e) if e.kind() == ErrorKind::Fenced || heartbeat_result.as_ref().is_err_and(|h| h.kind() == ErrorKind::Fenced) => {
+            Err(e)
+                if e.kind() == ErrorKind::Fenced
+                    || heartbeat_result.as_ref().is_err_and(|h| h.kind() == ErrorKind::Fenced) =>
+            {
                 warn!(delivery = %lease.delivery_id, error = %e, "Lease lost; leaving the delivery to its new owner.");
                 outcome.status = "fenced".into();
                 outcome.error = Some(e.to_string());
@@ -181,14 +217,22 @@ impl Worker {
     async fn deliver(&self, lease: &Lease) -> Result<Completion> {
         let (row, destination) = self.destination(lease.destination_id).await?;
         if row.organization_id != lease.organization_id {
-            return Err(Error::new(ErrorKind::DataInvalid, "delivery and destination belong to different organizations"));
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                "delivery and destination belong to different organizations",
+            ));
         }
         let schema = self.registry.get(lease.table, lease.schema_version)?;
         if !self.checked.lock().await.contains(&(lease.table, lease.schema_version)) {
             crate::source::check_table(&self.source, &schema).await?;
             self.checked.lock().await.insert((lease.table, lease.schema_version));
         }
-        let query = WindowQuery { schema: &schema, organization_id: lease.organization_id, start: lease.window_start, end: lease.window_end };
+        let query = WindowQuery {
+            schema: &schema,
+            organization_id: lease.organization_id,
+            start: lease.window_start,
+            end: lease.window_end,
+        };
         let (batches, stats) = extract::extract(self.source.clone(), query, self.options.batch_rows);
         let ctx = DeliveryContext {
             delivery_id: lease.delivery_id,
@@ -196,12 +240,21 @@ impl Worker {
             schema: &schema,
             window_start: lease.window_start,
             window_end: lease.window_end,
-            fence: Fence::new(self.control.clone(), lease.clone(), self.options.lease_ttl.as_secs_f64()),
+            fence: Fence::new(
+                self.control.clone(),
+                lease.clone(),
+                self.options.lease_ttl.as_secs_f64(),
+            ),
         };
         let delivered = destination.deliver(&ctx, batches).await?;
-        let stats = stats.await.map_err(|_| Error::unexpected("extraction ended without reporting"))?;
+        let stats = stats
+            .await
+            .map_err(|_| Error::unexpected("extraction ended without reporting"))?;
         if stats.rows != delivered.rows {
-            return Err(Error::unexpected(format!("extracted {} rows but the destination wrote {}", stats.rows, delivered.rows)));
+            return Err(Error::unexpected(format!(
+                "extracted {} rows but the destination wrote {}",
+                stats.rows, delivered.rows
+            )));
         }
         let mut receipt = delivered.receipt;
         if let Some(obj) = receipt.as_object_mut() {
@@ -209,11 +262,22 @@ impl Worker {
             obj.insert("lease_token".into(), lease.token.into());
             obj.insert("source_bytes".into(), stats.source_bytes.into());
         }
-        Ok(Completion { rows: stats.rows as i64, bytes: delivered.bytes as i64, last_cursor: stats.last_cursor, receipt })
+        Ok(Completion {
+            rows: stats.rows as i64,
+            bytes: delivered.bytes as i64,
+            last_cursor: stats.last_cursor,
+            receipt,
+        })
     }
 
     /// Runs deliveries until none is due (or `max` have run, or `cancel` fires).
-    pub async fn drain(&self, filter: &LeaseFilter, max: Option<usize>, cancel: &CancellationToken, on_outcome: &(dyn Fn(&Outcome) + Sync)) -> Result<Vec<Outcome>> {
+    pub async fn drain(
+        &self,
+        filter: &LeaseFilter,
+        max: Option<usize>,
+        cancel: &CancellationToken,
+        on_outcome: &(dyn Fn(&Outcome) + Sync),
+    ) -> Result<Vec<Outcome>> {
         let mut outcomes = Vec::new();
         while max.is_none_or(|m| outcomes.len() < m) && !cancel.is_cancelled() {
             match self.run_one(filter, cancel).await? {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
@@ -46,20 +46,30 @@ pub struct ObjectDestination {
 }
 
 pub fn build_parquet(config: &serde_json::Value) -> Result<Arc<dyn Destination>> {
-    Ok(Arc::new(ObjectDestination::from_config(DestinationKind::ParquetS3, Format::Parquet, config)?))
+    Ok(Arc::new(ObjectDestination::from_config(
+        DestinationKind::ParquetS3,
+        Format::Parquet,
+        config,
+    )?))
 }
 
 pub fn build_jsonl(config: &serde_json::Value) -> Result<Arc<dyn Destination>> {
-    Ok(Arc::new(ObjectDestination::from_config(DestinationKind::JsonlS3, Format::Jsonl, config)?))
+    Ok(Arc::new(ObjectDestination::from_config(
+        DestinationKind::JsonlS3,
+        Format::Jsonl,
+        config,
+    )?))
 }
 
 /// Maps object store errors onto the crate's kinds.
 pub fn classify(what: &str, e: object_store::Error) -> Error {
     let kind = match &e {
-        object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => ErrorKind::DestinationAuth,
-        object_store::Error::InvalidPath { .. } | object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
-            ErrorKind::Config
+        object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => {
+            ErrorKind::DestinationAuth
         }
+        object_store::Error::InvalidPath { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. } => ErrorKind::Config,
         _ => ErrorKind::DestinationTransient,
     };
     Error::new(kind, what.to_string()).with_source(e)
@@ -69,19 +79,31 @@ impl ObjectDestination {
     pub fn from_config(kind: DestinationKind, format: Format, config: &serde_json::Value) -> Result<ObjectDestination> {
         let cfg: ObjectStoreConfig = serde_json::from_value(config.clone())
             .map_err(|e| Error::config(format!("invalid {kind} configuration: {e}")))?;
-        let url = url::Url::parse(&cfg.url)
-            .map_err(|e| Error::config(format!("invalid {kind} url '{}': {e}; expected s3://bucket/prefix or file:///dir", cfg.url)))?;
+        let url = url::Url::parse(&cfg.url).map_err(|e| {
+            Error::config(format!(
+                "invalid {kind} url '{}': {e}; expected s3://bucket/prefix or file:///dir",
+                cfg.url
+            ))
+        })?;
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match url.scheme() {
             "s3" => {
                 let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
-                    Error::config(format!("invalid {kind} url '{}': no bucket; expected s3://bucket/prefix", cfg.url))
+                    Error::config(format!(
+                        "invalid {kind} url '{}': no bucket; expected s3://bucket/prefix",
+                        cfg.url
+                    ))
                 })?;
                 let timeout = Duration::from_secs(cfg.request_timeout_seconds.unwrap_or(60));
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(bucket)
                     .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
                     .with_allow_http(cfg.allow_http)
-                    .with_client_options(ClientOptions::new().with_timeout(timeout).with_connect_timeout(Duration::from_secs(5)).with_allow_http(cfg.allow_http))
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_timeout(timeout)
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_allow_http(cfg.allow_http),
+                    )
                     .with_retry(RetryConfig {
                         max_retries: cfg.max_retries.unwrap_or(3),
                         retry_timeout: Duration::from_secs(30),
@@ -89,13 +111,19 @@ impl ObjectDestination {
                     });
                 if let Some(endpoint) = &cfg.endpoint {
                     if endpoint.starts_with("http://") && !cfg.allow_http {
-                        return Err(Error::config(format!("{kind} endpoint '{endpoint}' is plain http; set \"allow_http\": true to permit it")));
+                        return Err(Error::config(format!(
+                            "{kind} endpoint '{endpoint}' is plain http; set \"allow_http\": true to permit it"
+                        )));
                     }
-                    b = b.with_endpoint(endpoint).with_virtual_hosted_style_request(!cfg.path_style.unwrap_or(true));
+                    b = b
+                        .with_endpoint(endpoint)
+                        .with_virtual_hosted_style_request(!cfg.path_style.unwrap_or(true));
                 }
                 match (&cfg.access_key_id, &cfg.secret_access_key) {
                     (Some(id), Some(secret)) => {
-                        b = b.with_access_key_id(id.resolve()?.expose()).with_secret_access_key(secret.resolve()?.expose());
+                        b = b
+                            .with_access_key_id(id.resolve()?.expose())
+                            .with_secret_access_key(secret.resolve()?.expose());
                         if let Some(token) = &cfg.session_token {
                             b = b.with_token(token.resolve()?.expose());
                         }
@@ -103,16 +131,26 @@ impl ObjectDestination {
                     (None, None) => {
                         // Standard AWS sources: web identity / instance role, picked up by the client.
                     }
-                    _ => return Err(Error::config(format!("{kind} needs both access_key_id and secret_access_key, or neither"))),
+                    _ => {
+                        return Err(Error::config(format!(
+                            "{kind} needs both access_key_id and secret_access_key, or neither"
+                        )));
+                    }
                 }
-                let store = b.build().map_err(|e| Error::config(format!("invalid {kind} S3 configuration: {e}")))?;
+                let store = b
+                    .build()
+                    .map_err(|e| Error::config(format!("invalid {kind} S3 configuration: {e}")))?;
                 (Arc::new(store), url.path().trim_matches('/').to_string())
             }
             "file" => {
                 if cfg.endpoint.is_some() || cfg.access_key_id.is_some() {
-                    return Err(Error::config(format!("{kind} file:// destinations take no endpoint or credentials")));
+                    return Err(Error::config(format!(
+                        "{kind} file:// destinations take no endpoint or credentials"
+                    )));
                 }
-                let dir = url.to_file_path().map_err(|_| Error::config(format!("invalid {kind} url '{}': not an absolute file path", cfg.url)))?;
+                let dir = url.to_file_path().map_err(|_| {
+                    Error::config(format!("invalid {kind} url '{}': not an absolute file path", cfg.url))
+                })?;
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     Error::config(format!("cannot create export directory {}", dir.display())).with_source(e)
                 })?;
@@ -122,10 +160,19 @@ impl ObjectDestination {
                 (Arc::new(store), String::new())
             }
             other => {
-                return Err(Error::config(format!("invalid {kind} url '{}': unsupported scheme '{other}'; use s3:// or file://", cfg.url)));
+                return Err(Error::config(format!(
+                    "invalid {kind} url '{}': unsupported scheme '{other}'; use s3:// or file://",
+                    cfg.url
+                )));
             }
         };
-        Ok(ObjectDestination { kind, format, store, prefix: Path::from(prefix), url: cfg.url })
+        Ok(ObjectDestination {
+            kind,
+            format,
+            store,
+            prefix: Path::from(prefix),
+            url: cfg.url,
+        })
     }
 
     /// The deterministic key of a delivery's object.
@@ -138,7 +185,13 @@ impl ObjectDestination {
             format!("v{}", ctx.schema.version),
             format!("org_id={}", ctx.organization_id),
             format!("date={}", ctx.window_start.format("%Y-%m-%d")),
-            format!("{table}_{}_{}_{}.{}", stamp(ctx.window_start), stamp(ctx.window_end), ctx.delivery_id, self.format.extension()),
+            format!(
+                "{table}_{}_{}_{}.{}",
+                stamp(ctx.window_start),
+                stamp(ctx.window_end),
+                ctx.delivery_id,
+                self.format.extension()
+            ),
         ]);
         Path::from_iter(parts)
     }
@@ -158,30 +211,44 @@ struct FencedUpload {
     fence: Fence,
     sha256: Sha256,
     bytes: u64,
+    /// Set once completion was attempted: the writer can no longer be aborted then.
+    completing: bool,
 }
 
 impl FencedUpload {
     async fn put(&mut self, data: Bytes) -> Result<()> {
         self.sha256.update(&data);
         self.bytes += data.len() as u64;
-        self.writer.put(data).await.map_err(|e| classify("writing the object failed", e))
+        self.writer
+            .put(data)
+            .await
+            .map_err(|e| classify("writing the object failed", e))
     }
 
     async fn commit(&mut self) -> Result<()> {
         self.fence.ensure().await?;
-        tokio::io::AsyncWriteExt::shutdown(&mut self.writer)
-            .await
-            .map_err(|e| Error::new(ErrorKind::DestinationTransient, "completing the object upload failed").with_source(e))
+        self.completing = true;
+        tokio::io::AsyncWriteExt::shutdown(&mut self.writer).await.map_err(|e| {
+            Error::new(ErrorKind::DestinationTransient, "completing the object upload failed").with_source(e)
+        })
     }
 }
 
 impl AsyncFileWriter for FencedUpload {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move { self.put(bs).await.map_err(|e| parquet::errors::ParquetError::External(Box::new(e))) })
+        Box::pin(async move {
+            self.put(bs)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
     }
 
     fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move { self.commit().await.map_err(|e| parquet::errors::ParquetError::External(Box::new(e))) })
+        Box::pin(async move {
+            self.commit()
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
     }
 }
 
@@ -192,12 +259,20 @@ impl Destination for ObjectDestination {
     }
 
     async fn check(&self) -> Result<()> {
-        let probe = Path::from_iter(self.prefix.parts().map(|p| p.as_ref().to_string()).chain([
-            "_tidemark".to_string(),
-            format!("check-{}", uuid::Uuid::new_v4()),
-        ]));
-        self.store.put(&probe, Bytes::from_static(b"ok").into()).await.map_err(|e| classify(&format!("cannot write to {}", self.url), e))?;
-        self.store.delete(&probe).await.map_err(|e| classify(&format!("cannot delete from {}", self.url), e))?;
+        let probe = Path::from_iter(
+            self.prefix
+                .parts()
+                .map(|p| p.as_ref().to_string())
+                .chain(["_tidemark".to_string(), format!("check-{}", uuid::Uuid::new_v4())]),
+        );
+        self.store
+            .put(&probe, Bytes::from_static(b"ok").into())
+            .await
+            .map_err(|e| classify(&format!("cannot write to {}", self.url), e))?;
+        self.store
+            .delete(&probe)
+            .await
+            .map_err(|e| classify(&format!("cannot delete from {}", self.url), e))?;
         Ok(())
     }
 
@@ -208,6 +283,7 @@ impl Destination for ObjectDestination {
             fence: ctx.fence.clone(),
             sha256: Sha256::new(),
             bytes: 0,
+            completing: false,
         };
         let provenance = FileProvenance {
             table: ctx.schema.table.name().to_string(),
@@ -224,8 +300,11 @@ impl Destination for ObjectDestination {
         let rows = match result {
             Ok(rows) => rows,
             Err(e) => {
-                // Nothing was committed; drop any parts already uploaded.
-                let _ = upload.writer.abort().await;
+                // Nothing was committed; drop any parts already uploaded. (A failed completion
+                // leaves at most an unfinished multipart upload, which is never visible.)
+                if !upload.completing {
+                    let _ = upload.writer.abort().await;
+                }
                 return Err(e);
             }
         };
@@ -273,7 +352,11 @@ async fn write_parquet(
     Ok((writer.into_inner(), result.map(|()| rows)))
 }
 
-async fn write_jsonl(ctx: &DeliveryContext<'_>, batches: &mut BatchStream, mut upload: FencedUpload) -> (FencedUpload, Result<u64>) {
+async fn write_jsonl(
+    ctx: &DeliveryContext<'_>,
+    batches: &mut BatchStream,
+    mut upload: FencedUpload,
+) -> (FencedUpload, Result<u64>) {
     let encoder = JsonlEncoder::new(&ctx.schema.arrow_schema());
     let mut rows = 0u64;
     let mut buf = Vec::with_capacity(1 << 20);
