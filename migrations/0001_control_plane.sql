@@ -72,6 +72,10 @@ CREATE TABLE warehouse_deliveries (
 
 CREATE INDEX warehouse_deliveries_due ON warehouse_deliveries (status, next_attempt_at);
 CREATE INDEX warehouse_deliveries_lease ON warehouse_deliveries (lease_expires_at) WHERE status = 'leased';
+-- The oldest undelivered window of a destination × table bounds its watermark; this keeps
+-- finding it an index probe however long the delivered history grows.
+CREATE INDEX warehouse_deliveries_open ON warehouse_deliveries (destination_id, "table", watermark_start)
+    WHERE status <> 'delivered';
 
 -- Lease tokens only ever grow: a token proves which lease a write belongs to (fencing).
 CREATE SEQUENCE warehouse_lease_token_seq;

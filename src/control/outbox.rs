@@ -229,8 +229,8 @@ pub async fn advance_watermark(tx: &mut Transaction<'_, Postgres>, destination_i
          last AS ( \
            SELECT d.last_updated_at, d.last_id FROM warehouse_deliveries d, bound \
            WHERE d.destination_id = $1 AND d.\"table\" = $2::warehouse_table AND d.status = 'delivered' \
-             AND d.last_updated_at IS NOT NULL AND d.watermark_end <= bound.through \
-           ORDER BY d.watermark_end DESC LIMIT 1) \
+             AND d.last_updated_at IS NOT NULL AND d.watermark_start < bound.through \
+           ORDER BY d.watermark_start DESC LIMIT 1) \
          UPDATE warehouse_watermarks w SET delivered_through = bound.through, \
            last_updated_at = COALESCE((SELECT last_updated_at FROM last), w.last_updated_at), \
            last_id = COALESCE((SELECT last_id FROM last), w.last_id), updated_at = now() \

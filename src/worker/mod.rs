@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::control::destinations::{self, Destination as DestinationRow};
@@ -184,7 +184,7 @@ impl Worker {
                 outcome.bytes = done.bytes as u64;
                 outbox::complete(&self.control, &lease, &done).await?;
                 outcome.status = "delivered".into();
-                info!(delivery = %lease.delivery_id, table = %lease.table, window_start = %lease.window_start, rows = done.rows, bytes = done.bytes, "Delivered.");
+                debug!(delivery = %lease.delivery_id, table = %lease.table, window_start = %lease.window_start, rows = done.rows, bytes = done.bytes, "Delivered.");
             }
             Err(_) if cancel.is_cancelled() => {
                 outbox::release(&self.control, &lease).await?;
