@@ -174,14 +174,14 @@ impl EphemeralPostgres {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && pg.ready(&bindir) {
                 return Ok(pg);
             }
-            if let Some(c) = pg.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    let log = std::fs::read_to_string(pg.dir.path().join("postgres.log")).unwrap_or_default();
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!("postgres exited ({status}): {}", log.trim()),
-                    ));
-                }
+            if let Some(c) = pg.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let log = std::fs::read_to_string(pg.dir.path().join("postgres.log")).unwrap_or_default();
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("postgres exited ({status}): {}", log.trim()),
+                ));
             }
             if Instant::now() > deadline {
                 return Err(Error::new(

@@ -139,10 +139,10 @@ impl Error {
             _ => ErrorKind::Unexpected,
         };
         let mut err = Error::new(kind, what);
-        if let sqlx::Error::Database(db) = &e {
-            if let Some(code) = db.code() {
-                err = err.with_context("sqlstate", code);
-            }
+        if let sqlx::Error::Database(db) = &e
+            && let Some(code) = db.code()
+        {
+            err = err.with_context("sqlstate", code);
         }
         err.with_source(e)
     }
@@ -201,10 +201,10 @@ impl From<arrow_schema::ArrowError> for Error {
 impl From<parquet::errors::ParquetError> for Error {
     fn from(e: parquet::errors::ParquetError) -> Self {
         // Errors raised by our own fenced writer come back wrapped; keep their kind.
-        if let parquet::errors::ParquetError::External(inner) = &e {
-            if let Some(ours) = inner.downcast_ref::<Error>() {
-                return Error::new(ours.kind, ours.to_string());
-            }
+        if let parquet::errors::ParquetError::External(inner) = &e
+            && let Some(ours) = inner.downcast_ref::<Error>()
+        {
+            return Error::new(ours.kind, ours.to_string());
         }
         Error::new(ErrorKind::Unexpected, "parquet encoding failed").with_source(e)
     }

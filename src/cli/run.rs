@@ -14,7 +14,7 @@ use super::{Context, parse_duration_secs, parse_instant};
 use crate::control::destinations;
 use crate::control::ensure_migrated;
 use crate::control::outbox::{self, LeaseFilter};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::plan;
 use crate::schema::Table;
 use crate::status;
@@ -281,12 +281,23 @@ pub async fn run_passes(
 ) -> Result<RunSummary> {
     let (control, source, registry) = (ctx.control().await?, ctx.source().await?, ctx.registry()?);
     ensure_migrated(&control).await?;
-    let worker = Arc::new(Worker::new(
-        control.clone(),
-        source.clone(),
-        registry.clone(),
-        flags.options(),
-    ));
+    let worker = Arc::new(Worker::new(control, source, registry, flags.options()));
+    run_passes_with(&worker, flags.workers, until_idle, max, cancel).await
+}
+
+/// Plan + deliver passes with an existing worker (and its connection pools).
+pub async fn run_passes_with(
+    worker: &Arc<Worker>,
+    workers: usize,
+    until_idle: bool,
+    max: Option<usize>,
+    cancel: &CancellationToken,
+) -> Result<RunSummary> {
+    let (control, source, registry) = (
+        worker.control().clone(),
+        worker.source().clone(),
+        worker.registry().clone(),
+    );
     let started = std::time::Instant::now();
     let mut summary = RunSummary::default();
     loop {
@@ -296,7 +307,7 @@ pub async fn run_passes(
         let remaining = max.map(|m| m.saturating_sub(summary.outcomes.len()));
         let outcomes = drain_parallel(
             worker.clone(),
-            flags.workers,
+            workers,
             LeaseFilter::default(),
             remaining,
             cancel.clone(),
@@ -355,16 +366,23 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
 
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> Result<u8> {
     let cancel = interrupt_token();
-    tracing::info!(workers = args.flags.workers, "Worker started.");
+    let (control, source, registry) = (ctx.control().await?, ctx.source().await?, ctx.registry()?);
+    ensure_migrated(&control).await?;
+    let worker = Arc::new(Worker::new(control, source, registry, args.flags.options()));
+    tracing::info!(workers = args.flags.workers, owner = %worker.options().owner, "Worker started.");
     while !cancel.is_cancelled() {
-        match run_passes(ctx, &args.flags, true, None, &cancel).await {
-            Ok(s) if s.delivered > 0 => {
-                tracing::info!(delivered = s.delivered, rows = s.rows, "Pass finished.")
-            }
+        match run_passes_with(&worker, args.flags.workers, true, None, &cancel).await {
+            Ok(s) if s.delivered + s.failed + s.dead_letter > 0 => tracing::info!(
+                delivered = s.delivered,
+                failed = s.failed,
+                dead_letter = s.dead_letter,
+                rows = s.rows,
+                bytes = s.bytes,
+                seconds = s.seconds,
+                "Pass finished."
+            ),
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Unavailable => {
-                tracing::warn!(error = %e, "Pass failed; will retry.")
-            }
+            Err(e) if e.is_retryable() => tracing::warn!(error = %e, "Pass failed; will retry."),
             Err(e) => return Err(e),
         }
         tokio::select! {

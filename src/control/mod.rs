@@ -16,8 +16,8 @@ pub mod outbox;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -41,9 +41,13 @@ pub async fn connect(url: &str, application_name: &str, max_connections: u32) ->
     );
     // One direct attempt first: an unreachable database fails at once with the real cause,
     // instead of after the pool's acquire timeout.
-    let probe = sqlx::PgConnection::connect_with(&options)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("cannot connect to the database at {target}")).with_source(e))?;
+    let probe = sqlx::PgConnection::connect_with(&options).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot connect to the database at {target}"),
+        )
+        .with_source(e)
+    })?;
     let _ = probe.close().await;
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)

@@ -477,7 +477,7 @@ impl CopyDecoder {
                 }
                 self.builders[col]
                     .append(v)
-                    .map_err(|e| e.with_context("column", &self.schema.field(col).name()))?;
+                    .map_err(|e| e.with_context("column", self.schema.field(col).name()))?;
             }
             self.last_cursor = Some((updated_at, id));
             pos = end;
@@ -536,5 +536,133 @@ mod tests {
         v6.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
         let n = format_inet(&v6, &mut out).unwrap();
         assert_eq!(&out[..n], b"2001:db8::1");
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+
+    const SCHEMA: &str = r#"{"table": "events", "version": 1, "description": "t", "primary_key": ["id"],
+        "cursor": ["updated_at", "id"], "organization_column": "organization_id", "columns": [
+        {"name": "id", "type": "uuid", "nullable": false, "description": "x"},
+        {"name": "organization_id", "type": "uuid", "nullable": false, "description": "x"},
+        {"name": "tags", "type": "text[]", "nullable": true, "description": "x"},
+        {"name": "note", "type": "text", "nullable": true, "description": "x"},
+        {"name": "updated_at", "type": "timestamptz", "nullable": false, "description": "x"}]}"#;
+
+    fn tuple(out: &mut Vec<u8>, id: u8, org: [u8; 16], tags: Option<&[&str]>, note: Option<&str>, micros: i64) {
+        out.extend_from_slice(&5i16.to_be_bytes());
+        out.extend_from_slice(&16i32.to_be_bytes());
+        out.extend_from_slice(&[id; 16]);
+        out.extend_from_slice(&16i32.to_be_bytes());
+        out.extend_from_slice(&org);
+        match tags {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(tags) => {
+                let mut v = Vec::new();
+                v.extend_from_slice(&(if tags.is_empty() { 0i32 } else { 1 }).to_be_bytes());
+                v.extend_from_slice(&0i32.to_be_bytes());
+                v.extend_from_slice(&25u32.to_be_bytes());
+                if !tags.is_empty() {
+                    v.extend_from_slice(&(tags.len() as i32).to_be_bytes());
+                    v.extend_from_slice(&1i32.to_be_bytes());
+                    for t in tags {
+                        v.extend_from_slice(&(t.len() as i32).to_be_bytes());
+                        v.extend_from_slice(t.as_bytes());
+                    }
+                }
+                out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                out.extend_from_slice(&v);
+            }
+        }
+        match note {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(n) => {
+                out.extend_from_slice(&(n.len() as i32).to_be_bytes());
+                out.extend_from_slice(n.as_bytes());
+            }
+        }
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&(micros - PG_EPOCH_MICROS).to_be_bytes());
+    }
+
+    fn stream(org: [u8; 16], foreign_at: Option<usize>) -> Vec<u8> {
+        let mut s = Vec::new();
+        s.extend_from_slice(SIGNATURE);
+        s.extend_from_slice(&0u32.to_be_bytes());
+        s.extend_from_slice(&0u32.to_be_bytes());
+        for i in 0..50u8 {
+            let o = if foreign_at == Some(i as usize) { [9u8; 16] } else { org };
+            let tags: Option<&[&str]> = match i % 3 {
+                0 => None,
+                1 => Some(&[]),
+                _ => Some(&["a", "東京", "🦀"]),
+            };
+            tuple(
+                &mut s,
+                i,
+                o,
+                tags,
+                if i % 4 == 0 { None } else { Some("Ørsted ß") },
+                1_700_000_000_000_000 + (i as i64 / 10),
+            );
+        }
+        s.extend_from_slice(&(-1i16).to_be_bytes());
+        s
+    }
+
+    fn decode(bytes: &[u8], chunk: usize, org: [u8; 16]) -> Result<Vec<RecordBatch>> {
+        let schema = TableSchema::parse(SCHEMA, "test").unwrap();
+        let mut d = CopyDecoder::new(&schema, uuid::Uuid::from_bytes(org), 7);
+        let mut batches = Vec::new();
+        for c in bytes.chunks(chunk) {
+            d.feed(c, &mut |b| {
+                batches.push(b);
+                Ok(())
+            })?;
+        }
+        batches.extend(d.finish()?);
+        Ok(batches)
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_batches() {
+        let org = [1u8; 16];
+        let bytes = stream(org, None);
+        let whole = decode(&bytes, bytes.len(), org).unwrap();
+        assert_eq!(whole.iter().map(|b| b.num_rows()).sum::<usize>(), 50);
+        assert!(whole.iter().all(|b| b.num_rows() <= 7), "batches are bounded");
+        for chunk in [1, 2, 3, 5, 17, 64, 1000] {
+            assert_eq!(decode(&bytes, chunk, org).unwrap(), whole, "chunk size {chunk}");
+        }
+        let first = &whole[0];
+        assert!(first.column(2).is_null(0));
+        assert_eq!(
+            first.column(2).as_list::<i32>().value(1).len(),
+            0,
+            "empty array stays empty, not NULL"
+        );
+        let tags = first.column(2).as_list::<i32>().value(2);
+        assert_eq!(tags.as_string::<i32>().value(1), "東京");
+        assert_eq!(first.column(3).as_string::<i32>().value(1), "Ørsted ß");
+        assert!(first.column(3).is_null(0));
+    }
+
+    #[test]
+    fn a_foreign_organization_row_aborts_the_window() {
+        let org = [1u8; 16];
+        let err = decode(&stream(org, Some(33)), 100, org).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DataInvalid);
+        assert!(err.to_string().contains("another organization"), "{err}");
+    }
+
+    #[test]
+    fn a_cut_stream_is_an_error_not_a_short_window() {
+        let org = [1u8; 16];
+        let bytes = stream(org, None);
+        let err = decode(&bytes[..bytes.len() - 40], 64, org).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     }
 }

@@ -299,6 +299,33 @@ pub async fn plan_range(
     Ok((total, from, to))
 }
 
+/// Plans every active destination × enabled table. A failure of one pair is reported and the
+/// others are still planned.
+pub async fn plan_all(
+    control: &PgPool,
+    source: &PgPool,
+    registry: &Registry,
+) -> Result<(SourceClock, Vec<PlannedTable>, Vec<Error>)> {
+    let clock = source_clock(source).await?;
+    let mut planned = Vec::new();
+    let mut errors = Vec::new();
+    for dest in crate::control::destinations::list(control).await? {
+        if dest.status != "active" {
+            continue;
+        }
+        for table in &dest.enabled_tables {
+            match plan_table(control, source, registry, &clock, &dest, *table).await {
+                Ok(p) => planned.push(p),
+                Err(e) => {
+                    tracing::warn!(destination = %dest.name, table = %table, error = %e, "Planning failed.");
+                    errors.push(e.with_context("destination", &dest.name).with_context("table", table));
+                }
+            }
+        }
+    }
+    Ok((clock, planned, errors))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,31 +362,4 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 11, 19, 11, 15, 0).unwrap()
         );
     }
-}
-
-/// Plans every active destination × enabled table. A failure of one pair is reported and the
-/// others are still planned.
-pub async fn plan_all(
-    control: &PgPool,
-    source: &PgPool,
-    registry: &Registry,
-) -> Result<(SourceClock, Vec<PlannedTable>, Vec<Error>)> {
-    let clock = source_clock(source).await?;
-    let mut planned = Vec::new();
-    let mut errors = Vec::new();
-    for dest in crate::control::destinations::list(control).await? {
-        if dest.status != "active" {
-            continue;
-        }
-        for table in &dest.enabled_tables {
-            match plan_table(control, source, registry, &clock, &dest, *table).await {
-                Ok(p) => planned.push(p),
-                Err(e) => {
-                    tracing::warn!(destination = %dest.name, table = %table, error = %e, "Planning failed.");
-                    errors.push(e.with_context("destination", &dest.name).with_context("table", table));
-                }
-            }
-        }
-    }
-    Ok((clock, planned, errors))
 }

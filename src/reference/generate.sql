@@ -5,8 +5,8 @@
 --
 -- Determinism: every value is a pure function of (p_seed, p_orgs, p_rows, p_days, p_end, table,
 -- row number). uuids are md5(...)::uuid, everything else comes from hashint8extended() (the
--- platform-independent integer hash Postgres uses for hash partitioning) and IEEE float
--- arithmetic; random(), now(), clock_timestamp() and gen_random_uuid() are never used. The same
+-- platform-independent integer hash Postgres uses for hash partitioning) and float arithmetic;
+-- random(), now() and gen_random_uuid() are never used for data. The same
 -- arguments give byte-identical tables (run on an empty database, or at least with no rows of the
 -- same seed already present: ids depend on the seed, so different seeds can share a database).
 --
@@ -108,17 +108,19 @@ AS $$ SELECT CASE
     END $$;
 
 -- A random row of the same organization in a table of p_n rows, given p_p, the organization's
--- (randomly chosen) position in the organization cycle of length p_w. NULL when the table is
--- too small to hold a row at that position.
-CREATE OR REPLACE FUNCTION tidemark_ref_row_any(p_p bigint, p_n bigint, p_w bigint, p_h bigint)
+-- (randomly chosen) position in the organization cycle of length p_w, and p_p0, its first
+-- position, used when p_p is beyond a small table. NULL when the organization has no row there.
+CREATE OR REPLACE FUNCTION tidemark_ref_row_any(p_p bigint, p_p0 bigint, p_n bigint, p_w bigint, p_h bigint)
 RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT CASE WHEN p_p < p_n THEN p_p + p_w * (p_h % ((p_n - 1 - p_p) / p_w + 1)) END $$;
+AS $$ SELECT CASE WHEN p_p < p_n THEN p_p + p_w * (p_h % ((p_n - 1 - p_p) / p_w + 1))
+                  WHEN p_p0 < p_n THEN p_p0 + p_w * (p_h % ((p_n - 1 - p_p0) / p_w + 1)) END $$;
 
 -- A row of the same organization at or before row p_r0 (a row whose updated_at is known not to be
 -- later than some instant), p_back cycles further back at most. NULL when there is none.
-CREATE OR REPLACE FUNCTION tidemark_ref_row_before(p_p bigint, p_r0 bigint, p_w bigint, p_back bigint)
+CREATE OR REPLACE FUNCTION tidemark_ref_row_before(p_p bigint, p_p0 bigint, p_r0 bigint, p_w bigint, p_back bigint)
 RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT CASE WHEN p_r0 >= p_p THEN p_p + p_w * GREATEST(0::bigint, (p_r0 - p_p) / p_w - p_back) END $$;
+AS $$ SELECT CASE WHEN p_r0 >= p_p THEN p_p + p_w * GREATEST(0::bigint, (p_r0 - p_p) / p_w - p_back)
+                  WHEN p_r0 >= p_p0 THEN p_p0 + p_w * GREATEST(0::bigint, (p_r0 - p_p0) / p_w - p_back) END $$;
 
 -- inet from a bucket p_m in [0, 100) and a hash p_h: IPv4 and IPv6 hosts, hosts with an interface
 -- prefix length, and networks; NULL for p_m < p_null_pct.
@@ -155,6 +157,7 @@ DECLARE
     v_pos    bigint[];                              -- block slot -> cycle position
     v_lo     bigint[];                              -- organization -> first block slot
     v_wt     bigint[];                              -- organization -> weight (block slots)
+    v_first  bigint[];                              -- organization -> its first cycle position
     v_org    uuid[];                                -- organization number -> id
     v_b      bigint := p_seed::bigint * 100000;     -- salt base; table t uses v_b + t * 1000 + field
     v_risk   bigint;                                -- salt of the "risky identity" trait
@@ -210,6 +213,9 @@ BEGIN
                    LATERAL generate_series(v_lo[k], v_lo[k] + v_wt[k] - 1) AS q) AS b
       JOIN (SELECT p, (p * v_stride) % v_w AS q FROM generate_series(0::bigint, v_w - 1) AS p) AS c
         ON c.q = b.q;
+    SELECT array_agg(f ORDER BY k) INTO v_first
+      FROM (SELECT v_org_of[p + 1] AS k, min(p) AS f
+              FROM generate_series(0::bigint, v_w - 1) AS p GROUP BY 1) AS m;
 
     v_back_ev := GREATEST(0, n_ev / v_w / 50);
     v_back_fi := GREATEST(0, n_fi / v_w / 50);
@@ -288,7 +294,7 @@ BEGIN
            END,
            CASE WHEN tidemark_ref_mod(r, v_b + 9017, 100) >= 30
                 THEN tidemark_ref_uuid(p_seed, 'identities',
-                         tidemark_ref_row_any(pi, n_id, v_w, tidemark_ref_h(r, v_b + 9018)))
+                         tidemark_ref_row_any(pi, v_first[k], n_id, v_w, tidemark_ref_h(r, v_b + 9018)))
            END,
            (1 + tidemark_ref_mod(r, v_b + 9019, 5))::smallint,
            tidemark_ref_mod(r, v_b + 9020, 100) < 15,
@@ -323,10 +329,10 @@ BEGIN
            ('{0,0,0,0,0,0,0,0,1,1,1,1,1,1,2,2,2,3,3,4}'::smallint[])[1 + tidemark_ref_mod(r, v_b + 1010, 20)],
            tidemark_ref_inet(tidemark_ref_mod(r, v_b + 1011, 100), tidemark_ref_h(r, v_b + 1012), 12),
            CASE WHEN tidemark_ref_mod(r, v_b + 1013, 100) >= 30
-                THEN tidemark_ref_uuid(p_seed, 'identities', tidemark_ref_row_any(pi, n_id, v_w, tidemark_ref_h(r, v_b + 1014)))
+                THEN tidemark_ref_uuid(p_seed, 'identities', tidemark_ref_row_any(pi, v_first[k], n_id, v_w, tidemark_ref_h(r, v_b + 1014)))
            END,
            CASE WHEN tidemark_ref_mod(r, v_b + 1015, 100) >= 20
-                THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pa, n_as, v_w, tidemark_ref_h(r, v_b + 1016)))
+                THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pa, v_first[k], n_as, v_w, tidemark_ref_h(r, v_b + 1016)))
            END,
            tidemark_ref_slice('{mitre:T1059,mitre:T1078,pci,prod,needs review,tier-0,région-eu,東京,vip,'
                               'crown-jewel,ransomware,"a,b \"quoted\""}'::text[],
@@ -407,8 +413,9 @@ BEGIN
 
     -- findings (table 2) ------------------------------------------------------------------------
     -- Resolved findings: resolved_at <= updated_at, created_at = resolved_at - time to resolve
-    -- (log-uniform 5 minutes .. 60 days, squeezed into the range). Findings whose identity has the
-    -- "risky" trait (shared with oauth_grants, whose scopes it skews to admin) escalate more often.
+    -- (log-uniform from 5 minutes to 60 days / (1 + 2 * severity), squeezed into the range).
+    -- Findings whose identity has the "risky" trait (shared with oauth_grants, whose scopes it
+    -- skews to admin) escalate more often.
     INSERT INTO findings (id, organization_id, rule_id, event_id, asset_id, identity_id, title,
                           severity, status, cvss, escalated, details, resolved_at, due_on,
                           created_at, updated_at)
@@ -417,11 +424,11 @@ BEGIN
            tidemark_ref_uuid(p_seed, 'rule:' || k::text, tidemark_ref_mod(r, v_b + 2010, 40)),
            CASE WHEN tidemark_ref_mod(r, v_b + 2011, 100) >= 15
                 THEN tidemark_ref_uuid(p_seed, 'events', tidemark_ref_row_before(
-                         pe, floor(c::float8 / v_range::float8 * n_ev::float8)::bigint - 52, v_w,
+                         pe, v_first[k], floor(c::float8 / v_range::float8 * n_ev::float8)::bigint - 52, v_w,
                          tidemark_ref_mod(r, v_b + 2012, v_back_ev + 1)))
            END,
            CASE WHEN tidemark_ref_mod(r, v_b + 2013, 100) >= 20
-                THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pa, n_as, v_w, tidemark_ref_h(r, v_b + 2014)))
+                THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pa, v_first[k], n_as, v_w, tidemark_ref_h(r, v_b + 2014)))
            END,
            tidemark_ref_uuid(p_seed, 'identities', idr),
            ('{Brute-force login détecté,Öffentlich lesbarer S3-Bucket,権限昇格の試行を検出,'
@@ -468,9 +475,9 @@ BEGIN
                            CASE WHEN (stm >= 50 AND stm < 85 OR stm >= 90) AND tidemark_ref_mod(r, v_b + 2006, 100) < 30
                                 THEN u - LEAST(u, tidemark_ref_mod(r, v_b + 2007, 7200000000))
                                 ELSE u END AS base,
-                           floor(tidemark_ref_logu(r, v_b + 2008, 3e8, 5.184e12))::bigint AS ttr,
+                           floor(tidemark_ref_logu(r, v_b + 2008, 3e8, 5.184e12 / (1 + 2 * sev)))::bigint AS ttr,
                            CASE WHEN tidemark_ref_mod(r, v_b + 2030, 100) >= 25
-                                THEN tidemark_ref_row_any(pi, n_id, v_w, tidemark_ref_h(r, v_b + 2031)) END AS idr
+                                THEN tidemark_ref_row_any(pi, v_first[k], n_id, v_w, tidemark_ref_h(r, v_b + 2031)) END AS idr
                       FROM (SELECT r, k, u,
                                    tidemark_ref_mod(r, v_b + 2003, 100) AS stm,
                                    tidemark_ref_mod(r, v_b + 2004, 12) AS ti,
@@ -499,10 +506,9 @@ BEGIN
            v_start + c * interval '1 microsecond',
            CASE WHEN sti <> 2 THEN v_start + u * interval '1 microsecond' END,
            CASE WHEN sti <> 2 THEN ((u - c) / 1000)::int END,
-           CASE WHEN sti IN (0, 3) AND tidemark_ref_mod(r, v_b + 3012, 100) < 45
-                THEN floor(tidemark_ref_logu(r, v_b + 3013, 1, 2e6))::bigint ELSE 0 END,
-           floor(tidemark_ref_logu(r, v_b + 3014, 1e3, 6e9))::bigint,
-           CASE WHEN sti <> 2 AND tidemark_ref_mod(r, v_b + 3015, 100) >= 15
+           matched,
+           matched * (1 + tidemark_ref_mod(r, v_b + 3015, 50)) + floor(tidemark_ref_logu(r, v_b + 3014, 1e3, 6e9))::bigint,
+           CASE WHEN sti <> 2 AND tidemark_ref_mod(r, v_b + 3018, 100) >= 15
                 THEN round(((u - c)::numeric / 1000000) * (0.05 + 1.9 * tidemark_ref_unit(r, v_b + 3016))::numeric, 3)
            END,
            CASE sti
@@ -517,6 +523,8 @@ BEGIN
            v_start + c * interval '1 microsecond',
            v_start + u * interval '1 microsecond'
       FROM (SELECT r, k, u, rl, sti,
+                   CASE WHEN sti IN (0, 3) AND tidemark_ref_mod(r, v_b + 3012, 100) < 45
+                        THEN floor(tidemark_ref_logu(r, v_b + 3013, 1, 2e6))::bigint ELSE 0 END AS matched,
                    u - LEAST(u, floor(CASE WHEN sti = 2 THEN tidemark_ref_logu(r, v_b + 3004, 1e6, 6e8)
                                            WHEN sti = 3 THEN 1.2e9 + tidemark_ref_mod(r, v_b + 3005, 1000000)
                                            ELSE tidemark_ref_logu(r, v_b + 3004, 5e3, 1.2e9) END)::bigint) AS c
@@ -536,7 +544,7 @@ BEGIN
            v_org[k],
            CASE WHEN tidemark_ref_mod(r, v_b + 4010, 100) >= 5
                 THEN tidemark_ref_uuid(p_seed, 'events', tidemark_ref_row_before(
-                         pe, floor(c::float8 / v_range::float8 * n_ev::float8)::bigint - 52, v_w,
+                         pe, v_first[k], floor(c::float8 / v_range::float8 * n_ev::float8)::bigint - 52, v_w,
                          tidemark_ref_mod(r, v_b + 4011, v_back_ev + 1)))
            END,
            ('{splunk_hec,sentinel,qradar,elastic,chronicle,sumo_logic}'::text[])[1 + tg],
@@ -590,7 +598,7 @@ BEGIN
            v_org[k],
            CASE WHEN tidemark_ref_mod(r, v_b + 5010, 100) >= 10
                 THEN tidemark_ref_uuid(p_seed, 'findings', tidemark_ref_row_before(
-                         pf, floor(c::float8 / v_range::float8 * n_fi::float8)::bigint - 52, v_w,
+                         pf, v_first[k], floor(c::float8 / v_range::float8 * n_fi::float8)::bigint - 52, v_w,
                          tidemark_ref_mod(r, v_b + 5011, v_back_fi + 1)))
            END,
            ('{jira,jira,servicenow,slack,slack,pagerduty,teams,webhook}'::text[])[1 + wf],
@@ -643,7 +651,7 @@ BEGIN
                            updated_at)
     SELECT tidemark_ref_uuid(p_seed, 'audit_log', r),
            v_org[k],
-           CASE WHEN at < 14 THEN tidemark_ref_uuid(p_seed, 'identities', tidemark_ref_row_any(pi, n_id, v_w, tidemark_ref_h(r, v_b + 6010)))
+           CASE WHEN at < 14 THEN tidemark_ref_uuid(p_seed, 'identities', tidemark_ref_row_any(pi, v_first[k], n_id, v_w, tidemark_ref_h(r, v_b + 6010)))
                 WHEN at < 17 THEN tidemark_ref_uuid(p_seed, 'api_key:' || k::text, tidemark_ref_mod(r, v_b + 6011, 8))
                 WHEN at < 19 THEN tidemark_ref_uuid(p_seed, 'service', tidemark_ref_mod(r, v_b + 6011, 4))
            END,
@@ -654,9 +662,9 @@ BEGIN
            ('{identity,identity,warehouse_destination,warehouse_destination,finding,finding,'
             'oauth_grant,oauth_grant,rule,export,organization,asset}'::text[])[1 + ac],
            CASE WHEN ac = 10 THEN NULL
-                WHEN ac IN (0, 1) THEN tidemark_ref_uuid(p_seed, 'identities', tidemark_ref_row_any(pi, n_id, v_w, tidemark_ref_h(r, v_b + 6012)))
-                WHEN ac = 11 THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pi, n_as, v_w, tidemark_ref_h(r, v_b + 6012)))
-                WHEN ac IN (4, 5) THEN tidemark_ref_uuid(p_seed, 'findings', tidemark_ref_row_any(pi, n_fi, v_w, tidemark_ref_h(r, v_b + 6012)))
+                WHEN ac IN (0, 1) THEN tidemark_ref_uuid(p_seed, 'identities', tidemark_ref_row_any(pi, v_first[k], n_id, v_w, tidemark_ref_h(r, v_b + 6012)))
+                WHEN ac = 11 THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pi, v_first[k], n_as, v_w, tidemark_ref_h(r, v_b + 6012)))
+                WHEN ac IN (4, 5) THEN tidemark_ref_uuid(p_seed, 'findings', tidemark_ref_row_any(pi, v_first[k], n_fi, v_w, tidemark_ref_h(r, v_b + 6012)))
                 ELSE tidemark_ref_uuid(p_seed, 'audit_target:' || ac::text, r)
            END,
            CASE WHEN at < 19 THEN tidemark_ref_inet(tidemark_ref_mod(r, v_b + 6013, 100), tidemark_ref_h(r, v_b + 6014), 5) END,
@@ -752,7 +760,7 @@ BEGIN
     SELECT tidemark_ref_uuid(p_seed, 'baseline_scores', r),
            v_org[k],
            CASE WHEN tidemark_ref_mod(r, v_b + 10010, 100) >= 40
-                THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pa, n_as, v_w, tidemark_ref_h(r, v_b + 10011)))
+                THEN tidemark_ref_uuid(p_seed, 'assets', tidemark_ref_row_any(pa, v_first[k], n_as, v_w, tidemark_ref_h(r, v_b + 10011)))
            END,
            ('{CIS,SOC2,ISO27001,NIST-CSF,PCI-DSS}'::text[])[1 + ct / 8],
            ('{1.1.1,1.4,4.1,5.2.3,5.4.1,6.2,8.2,16.11,'

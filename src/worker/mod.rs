@@ -126,6 +126,18 @@ impl Worker {
         &self.options
     }
 
+    pub fn control(&self) -> &PgPool {
+        &self.control
+    }
+
+    pub fn source(&self) -> &PgPool {
+        &self.source
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     async fn destination(&self, id: Uuid) -> Result<(DestinationRow, Arc<dyn Destination>)> {
         let mut cache = self.destinations.lock().await;
         if let Some(d) = cache.get(&id) {
@@ -156,7 +168,13 @@ impl Worker {
                         _ = stop.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(every) => {}
                     }
-                    outbox::heartbeat(&pool, &lease, ttl).await?;
+                    match outbox::heartbeat(&pool, &lease, ttl).await {
+                        Ok(()) => {}
+                        // Lost for good: the final fence check will refuse to commit.
+                        Err(e) if e.kind() == ErrorKind::Fenced => return Err(e),
+                        // A control-plane hiccup: keep trying; the lease has ttl/3 slack per beat.
+                        Err(e) => warn!(delivery = %lease.delivery_id, error = %e, "Heartbeat failed; retrying."),
+                    }
                 }
             })
         };
