@@ -9,6 +9,7 @@
 mod demo;
 mod destination;
 mod output;
+mod reference;
 mod run;
 mod schema;
 
@@ -84,6 +85,9 @@ enum Command {
     Schema(schema::SchemaCommand),
     /// Run the whole pipeline on a throwaway Postgres with synthetic data, into a local directory.
     Demo(demo::DemoArgs),
+    /// The reference application (schema, synthetic data, throwaway cluster) for trials and benchmarks.
+    #[command(subcommand)]
+    Reference(reference::ReferenceCommand),
 }
 
 /// Shared state of one invocation.
@@ -94,7 +98,7 @@ pub struct Context {
 }
 
 impl Context {
-    fn database_url(&self) -> Result<&str> {
+    pub(crate) fn database_url(&self) -> Result<&str> {
         self.database_url
             .as_deref()
             .ok_or_else(|| Error::config("no control-plane database: set TIDEMARK_DATABASE_URL or pass --database-url"))
@@ -187,6 +191,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         Command::Retry(args) => run::retry(ctx, args).await,
         Command::Schema(cmd) => schema::run(ctx, cmd),
         Command::Demo(args) => demo::run(args).await,
+        Command::Reference(cmd) => reference::run(ctx, cmd).await,
     }
 }
 
