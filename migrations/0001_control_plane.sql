@@ -47,7 +47,9 @@ CREATE TABLE warehouse_deliveries (
     "table"           warehouse_table NOT NULL,
     schema_version    integer NOT NULL,
     watermark_start   timestamptz NOT NULL,
-    watermark_end     timestamptz NOT NULL CHECK (watermark_end > watermark_start),
+    -- A window, or a backfill chunk of whole windows; never longer than a day.
+    watermark_end     timestamptz NOT NULL
+                      CHECK (watermark_end > watermark_start AND watermark_end - watermark_start <= interval '1 day'),
     status            warehouse_delivery_status NOT NULL DEFAULT 'pending',
     attempts          integer NOT NULL DEFAULT 0,
     max_attempts      integer NOT NULL,
@@ -71,6 +73,9 @@ CREATE TABLE warehouse_deliveries (
 );
 
 CREATE INDEX warehouse_deliveries_due ON warehouse_deliveries (status, next_attempt_at);
+-- Leasing walks due deliveries oldest window first.
+CREATE INDEX warehouse_deliveries_queue ON warehouse_deliveries (watermark_start, id)
+    WHERE status IN ('pending', 'failed');
 CREATE INDEX warehouse_deliveries_lease ON warehouse_deliveries (lease_expires_at) WHERE status = 'leased';
 -- The oldest undelivered window of a destination × table bounds its watermark; this keeps
 -- finding it an index probe however long the delivered history grows.

@@ -1,5 +1,6 @@
 //! The source database as the published schemas see it: drift detection between a live table
-//! and its published schema. Run before a table is first extracted by a process, so a
+//! and its published schema. Tables are resolved on the source role's `search_path`, exactly as
+//! the extraction's `COPY` resolves them. Run before a table is first extracted by a process, so a
 //! dropped, renamed or retyped column becomes a precise `Schema` error (dead-lettered, nothing
 //! written) instead of a mis-decoded file.
 
@@ -16,7 +17,7 @@ pub async fn check_table(source: &PgPool, schema: &TableSchema) -> Result<()> {
         "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS ty, a.attnotnull AS notnull \
          FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
     )
-    .bind(format!("public.{}", crate::schema::quote_ident(table)))
+    .bind(crate::schema::quote_ident(table))
     .fetch_all(source)
     .await
     .map_err(|e| Error::postgres(format!("cannot read the source definition of {table}"), e))?;

@@ -39,7 +39,8 @@ pub struct TableStatus {
 pub struct Status {
     pub now: DateTime<Utc>,
     pub tables: Vec<TableStatus>,
-    /// The oldest open source transaction, when it holds windows open beyond the grace period.
+    /// The oldest open source transaction (other than tidemark's own), when it has been open for
+    /// more than a second: it holds every window that ends after its start.
     pub blocking_transaction: Option<BlockingTransaction>,
 }
 

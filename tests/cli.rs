@@ -247,6 +247,8 @@ async fn backfill_can_be_interrupted_and_rerun() {
             &to,
             "--workers",
             "1",
+            "--chunk",
+            "15m",
         ])
         .env("TIDEMARK_FAILPOINT", "abort-after-deliver:5")
         .stdout(Stdio::null())
@@ -259,7 +261,7 @@ async fn backfill_can_be_interrupted_and_rerun() {
         .await;
     assert_eq!(delivered, 4);
     let total = env.count("SELECT count(*) FROM warehouse_deliveries").await;
-    assert!(total > 20);
+    assert!(total > 20, "{total} deliveries");
     // Re-run: short leases so the dead process's delivery is taken over quickly.
     env.count("SELECT count(*) FROM (SELECT pg_sleep(0)) s").await;
     sqlx::query("UPDATE warehouse_deliveries SET lease_expires_at = now() WHERE status = 'leased'")
@@ -278,6 +280,8 @@ async fn backfill_can_be_interrupted_and_rerun() {
             &from,
             "--to",
             &to,
+            "--chunk",
+            "15m",
             "--json",
         ])
         .output()
@@ -285,7 +289,7 @@ async fn backfill_can_be_interrupted_and_rerun() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["remaining"], 0);
-    assert_eq!(report["windows"].as_i64().unwrap(), total);
+    assert_eq!(report["deliveries"].as_i64().unwrap(), total);
     assert_eq!(
         env.count("SELECT count(*) FROM warehouse_deliveries WHERE status = 'delivered'")
             .await,
@@ -302,7 +306,8 @@ async fn backfill_can_be_interrupted_and_rerun() {
         "parquet",
         &files,
     );
-    // A third run has nothing left to do.
+    // A third run, even with another chunk size, has nothing left to do: chunks that overlap
+    // delivered windows are never planned.
     let out = env
         .cli()
         .args([
@@ -315,12 +320,15 @@ async fn backfill_can_be_interrupted_and_rerun() {
             &from,
             "--to",
             &to,
+            "--chunk",
+            "6h",
             "--json",
         ])
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["summary"]["delivered"], 0);
+    assert_eq!(env.count("SELECT count(*) FROM warehouse_deliveries").await, total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,4 +401,81 @@ async fn published_schemas_match_the_reference_application() {
             "{table}: reference table and published schema differ (names, order, types or nullability)"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_chunks_and_regular_windows_never_overlap() {
+    let Some(env) = Env::start(3_000, 2).await else { return };
+    let Some(_) = python() else { return };
+    let org = env.orgs[1];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!("{{\"url\":\"file://{}\"}}", dir.path().display());
+    // `run` covers everything from the middle of the data on; backfill chunks of 6 h cover
+    // the whole range, overlapping the windows `run` already planned.
+    let middle = (data_end() - chrono::Duration::hours(20)).to_rfc3339();
+    let out = env
+        .cli()
+        .args([
+            "destination",
+            "add",
+            "--org",
+            &org.to_string(),
+            "--name",
+            "mix",
+            "--kind",
+            "PARQUET_S3",
+        ])
+        .args(["--tables", "audit_log", "--start-from", &middle, "--config", &cfg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.cli().args(["run", "--until-idle"]).status().unwrap().success());
+    assert!(env.count("SELECT count(*) FROM warehouse_deliveries").await > 0);
+    let (from, to) = (
+        (data_end() - chrono::Duration::days(2)).to_rfc3339(),
+        data_end().to_rfc3339(),
+    );
+    let out = env
+        .cli()
+        .args([
+            "backfill",
+            "--destination",
+            "mix",
+            "--table",
+            "audit_log",
+            "--from",
+            &from,
+            "--to",
+            &to,
+        ])
+        .args(["--chunk", "6h", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let chunks = env
+        .count("SELECT count(*) FROM warehouse_deliveries WHERE watermark_end - watermark_start = interval '6 hours'")
+        .await;
+    assert!(chunks > 0, "history before `run`'s start is planned as 6 h chunks");
+    let overlapping = env
+        .count(
+            "SELECT count(*) FROM warehouse_deliveries a JOIN warehouse_deliveries b ON a.id < b.id \
+             AND a.watermark_start < b.watermark_end AND b.watermark_start < a.watermark_end",
+        )
+        .await;
+    assert_eq!(overlapping, 0, "no two deliveries cover the same instant");
+    let files = files_under(&dir.path().join("audit_log"), "parquet");
+    assert_eq!(
+        files.len() as i64,
+        env.count("SELECT count(*) FROM warehouse_deliveries").await
+    );
+    // Every row exactly once across chunk files and window files.
+    verify(
+        &env,
+        Table::AuditLog,
+        org,
+        data_end() - chrono::Duration::days(2),
+        data_end(),
+        "parquet",
+        &files,
+    );
 }

@@ -1,6 +1,5 @@
 //! The command line: argument types, logging set-up, dispatch and exit codes. One file per
-//! command group. This is the only module that uses `anyhow`-style reporting; everything below
-//! returns the crate's `Error`, whose kind becomes the exit code.
+//! command group. Everything returns the crate's `Error`; its kind becomes the exit code.
 //!
 //! Exit codes: 0 success · 1 unexpected failure · 2 usage error · 3 invalid configuration,
 //! input or schema · 4 a database or destination is unreachable · 5 the run finished but some

@@ -88,6 +88,12 @@ pub struct BackfillArgs {
     /// End of the range (exclusive), clipped to the newest closed window.
     #[arg(long, value_parser = parse_instant)]
     to: chrono::DateTime<chrono::Utc>,
+    /// Span of one backfill delivery: whole windows, dividing a day. Bigger chunks amortise the
+    /// fixed cost per delivery (one object, a few control-plane round trips); each chunk is
+    /// still its own delivery, so an interrupted backfill resumes chunk by chunk. Default: 6h
+    /// when that is a whole number of the destination's windows, else one window.
+    #[arg(long, value_parser = parse_duration_secs)]
+    chunk: Option<i64>,
     #[command(flatten)]
     flags: WorkerFlags,
     #[arg(long)]
@@ -259,14 +265,26 @@ pub async fn drain_parallel(
     }
 }
 
+/// Cancelled on Ctrl-C or SIGTERM (a Kubernetes pod being stopped): workers give their
+/// leases back so the deliveries are picked up at once, not after the lease expires.
 fn interrupt_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("Interrupted: releasing leases and stopping.");
-            t.cancel();
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
         }
+        tracing::warn!("Interrupted: releasing leases and stopping.");
+        t.cancel();
     });
     token
 }
@@ -413,8 +431,10 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
         return Err(Error::invalid("--from must be before --to"));
     }
     let clock = plan::source_clock(&source).await?;
+    let window = dest.window_seconds as i64;
+    let chunk = args.chunk.unwrap_or(if 21_600 % window == 0 { 21_600 } else { window });
     let (new, from, to) = plan::plan_range(
-        &control, &source, &registry, &clock, &dest, args.table, args.from, args.to,
+        &control, &source, &registry, &clock, &dest, args.table, args.from, args.to, chunk,
     )
     .await?;
     let filter = LeaseFilter {
@@ -433,7 +453,7 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
         ProgressBar::new(total as u64)
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} windows  {msg}  eta {eta}")
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} deliveries  {msg}  eta {eta}")
             .expect("valid template")
             .progress_chars("=> "),
     );
@@ -480,7 +500,7 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
     let remaining: i64 = after.iter().filter(|(s, _)| s != "delivered").map(|(_, n)| n).sum();
     if args.json {
         json(
-            &serde_json::json!({"destination": dest.name, "table": args.table, "from": from, "to": to, "windows": total, "remaining": remaining, "summary": summary}),
+            &serde_json::json!({"destination": dest.name, "table": args.table, "from": from, "to": to, "deliveries": total, "remaining": remaining, "summary": summary}),
         );
     } else {
         println!(

@@ -46,27 +46,34 @@ pub struct Completion {
     pub receipt: serde_json::Value,
 }
 
-/// Inserts one pending delivery per window start; existing windows are left alone.
-/// Returns how many were new.
-pub async fn insert_windows(
+/// Inserts one pending delivery per `[start, end)` range, skipping any range that overlaps an
+/// existing delivery of the same destination × table (a window already covered by a backfill
+/// chunk, or the reverse). Callers hold the watermark row lock of the destination × table, so
+/// concurrent planners cannot race past the overlap check. Returns how many were new.
+pub async fn insert_ranges(
     tx: &mut Transaction<'_, Postgres>,
     destination_id: Uuid,
     organization_id: Uuid,
     table: Table,
     schema_version: i32,
     max_attempts: i32,
-    window_seconds: i32,
-    starts: &[DateTime<Utc>],
+    ranges: &[(DateTime<Utc>, DateTime<Utc>)],
 ) -> Result<u64> {
-    if starts.is_empty() {
+    if ranges.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = starts.iter().map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = ranges.iter().map(|_| Uuid::new_v4()).collect();
+    let starts: Vec<DateTime<Utc>> = ranges.iter().map(|r| r.0).collect();
+    let ends: Vec<DateTime<Utc>> = ranges.iter().map(|r| r.1).collect();
     let n = sqlx::query(
         "INSERT INTO warehouse_deliveries (id, destination_id, organization_id, \"table\", schema_version, \
            watermark_start, watermark_end, max_attempts) \
-         SELECT w.id, $1, $2, $3::warehouse_table, $4, w.s, w.s + make_interval(secs => $6), $5 \
-         FROM unnest($7::uuid[], $8::timestamptz[]) AS w(id, s) \
+         SELECT w.id, $1, $2, $3::warehouse_table, $4, w.s, w.e, $5 \
+         FROM unnest($6::uuid[], $7::timestamptz[], $8::timestamptz[]) AS w(id, s, e) \
+         WHERE NOT EXISTS ( \
+           SELECT 1 FROM warehouse_deliveries x \
+           WHERE x.destination_id = $1 AND x.\"table\" = $3::warehouse_table \
+             AND x.watermark_start > w.s - interval '1 day' AND x.watermark_start < w.e AND x.watermark_end > w.s) \
          ON CONFLICT (destination_id, \"table\", watermark_start, watermark_end) DO NOTHING",
     )
     .bind(destination_id)
@@ -74,13 +81,39 @@ pub async fn insert_windows(
     .bind(table.db_label())
     .bind(schema_version)
     .bind(max_attempts)
-    .bind(window_seconds as f64)
     .bind(&ids)
-    .bind(starts)
+    .bind(&starts)
+    .bind(&ends)
     .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(n)
+}
+
+/// Locks (creating if needed) the watermark row of a destination × table: every planner of
+/// that pair serialises here. Returns its `planned_through`.
+pub async fn lock_watermark(
+    tx: &mut Transaction<'_, Postgres>,
+    destination_id: Uuid,
+    table: Table,
+    schema_version: i32,
+) -> Result<Option<DateTime<Utc>>> {
+    sqlx::query(
+        "INSERT INTO warehouse_watermarks (destination_id, \"table\", schema_version) VALUES ($1, $2::warehouse_table, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(destination_id)
+    .bind(table.db_label())
+    .bind(schema_version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(sqlx::query_scalar(
+        "SELECT planned_through FROM warehouse_watermarks WHERE destination_id = $1 AND \"table\" = $2::warehouse_table FOR UPDATE",
+    )
+    .bind(destination_id)
+    .bind(table.db_label())
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// Takes the oldest due delivery (or one whose lease expired) with `FOR UPDATE SKIP LOCKED`.
@@ -94,34 +127,43 @@ pub async fn lease(pool: &PgPool, owner: &str, ttl_seconds: f64, filter: &LeaseF
     )
     .execute(pool)
     .await?;
-    let row = sqlx::query(
-        "WITH next AS ( \
-           SELECT d.id FROM warehouse_deliveries d \
-           JOIN warehouse_destinations w ON w.id = d.destination_id AND w.status = 'active' \
-           WHERE ((d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()) \
-                  OR (d.status = 'leased' AND d.lease_expires_at < now())) \
-             AND ($3::uuid IS NULL OR d.destination_id = $3) \
-             AND ($4::text IS NULL OR d.\"table\" = $4::warehouse_table) \
-             AND ($5::timestamptz IS NULL OR d.watermark_start >= $5) \
-             AND ($6::timestamptz IS NULL OR d.watermark_end <= $6) \
-           ORDER BY d.watermark_start, d.id \
-           LIMIT 1 \
-           FOR UPDATE OF d SKIP LOCKED) \
-         UPDATE warehouse_deliveries d SET status = 'leased', lease_owner = $1, \
-           lease_token = nextval('warehouse_lease_token_seq'), \
-           lease_expires_at = now() + make_interval(secs => $2), attempts = d.attempts + 1, updated_at = now() \
-         FROM next WHERE d.id = next.id \
-         RETURNING d.id, d.destination_id, d.organization_id, d.\"table\"::text AS table_label, d.schema_version, \
-           d.watermark_start, d.watermark_end, d.attempts, d.max_attempts, d.lease_token",
-    )
-    .bind(owner)
-    .bind(ttl_seconds)
-    .bind(filter.destination_id)
-    .bind(filter.table.map(|t| t.db_label()))
-    .bind(filter.from)
-    .bind(filter.to)
-    .fetch_optional(pool)
-    .await?;
+    // Expired leases first (rare), then the oldest due window: each an ordered index scan
+    // that stops at the first row it can lock, however long the queue.
+    let mut row = None;
+    for candidates in [
+        "d.status = 'leased' AND d.lease_expires_at < now() ORDER BY d.lease_expires_at",
+        "d.status IN ('pending', 'failed') AND d.next_attempt_at <= now() ORDER BY d.watermark_start, d.id",
+    ] {
+        row = sqlx::query(&format!(
+            "WITH next AS ( \
+               SELECT d.id FROM warehouse_deliveries d \
+               JOIN warehouse_destinations w ON w.id = d.destination_id AND w.status = 'active' \
+               WHERE ($3::uuid IS NULL OR d.destination_id = $3) \
+                 AND ($4::text IS NULL OR d.\"table\" = $4::warehouse_table) \
+                 AND ($5::timestamptz IS NULL OR d.watermark_start >= $5) \
+                 AND ($6::timestamptz IS NULL OR d.watermark_end <= $6) \
+                 AND {candidates} \
+               LIMIT 1 \
+               FOR UPDATE OF d SKIP LOCKED) \
+             UPDATE warehouse_deliveries d SET status = 'leased', lease_owner = $1, \
+               lease_token = nextval('warehouse_lease_token_seq'), \
+               lease_expires_at = now() + make_interval(secs => $2), attempts = d.attempts + 1, updated_at = now() \
+             FROM next WHERE d.id = next.id \
+             RETURNING d.id, d.destination_id, d.organization_id, d.\"table\"::text AS table_label, d.schema_version, \
+               d.watermark_start, d.watermark_end, d.attempts, d.max_attempts, d.lease_token"
+        ))
+        .bind(owner)
+        .bind(ttl_seconds)
+        .bind(filter.destination_id)
+        .bind(filter.table.map(|t| t.db_label()))
+        .bind(filter.from)
+        .bind(filter.to)
+        .fetch_optional(pool)
+        .await?;
+        if row.is_some() {
+            break;
+        }
+    }
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Lease {
         delivery_id: row.try_get("id")?,
@@ -171,22 +213,7 @@ pub async fn heartbeat(pool: &PgPool, lease: &Lease, ttl_seconds: f64) -> Result
 pub async fn complete(pool: &PgPool, lease: &Lease, done: &Completion) -> Result<()> {
     let mut tx = pool.begin().await?;
     // Lock order: watermark row first (as the planner does), then the delivery.
-    sqlx::query(
-        "INSERT INTO warehouse_watermarks (destination_id, \"table\", schema_version) VALUES ($1, $2::warehouse_table, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(lease.destination_id)
-    .bind(lease.table.db_label())
-    .bind(lease.schema_version as i32)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "SELECT 1 FROM warehouse_watermarks WHERE destination_id = $1 AND \"table\" = $2::warehouse_table FOR UPDATE",
-    )
-    .bind(lease.destination_id)
-    .bind(lease.table.db_label())
-    .execute(&mut *tx)
-    .await?;
+    lock_watermark(&mut tx, lease.destination_id, lease.table, lease.schema_version as i32).await?;
     let n = sqlx::query(
         "UPDATE warehouse_deliveries SET status = 'delivered', receipt = $3, row_count = $4, bytes = $5, \
            last_updated_at = $6, last_id = $7, delivered_at = now(), last_error = NULL, updated_at = now() \

@@ -2,7 +2,8 @@
 //! `COPY (SELECT … ORDER BY updated_at, id) TO STDOUT (FORMAT binary)` and decoded into
 //! bounded Arrow batches on a task of its own, so decoding overlaps encoding.
 //!
-//! Invariants: never more than `channel depth + 1` batches in memory; the stream ends with an
+//! Invariants: at most four batches in memory per delivery (one being decoded, two in the
+//! channel, one being encoded); the stream ends with an
 //! `Err` item (never silently short) if the COPY fails or is cut; every row belongs to the
 //! delivery's organization (checked by the decoder too).
 //!
@@ -23,8 +24,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::schema::{TableSchema, quote_ident};
 use decode::CopyDecoder;
 
-/// Rows per Arrow batch. Bounds memory: a batch of the widest table is a few MB.
-pub const DEFAULT_BATCH_ROWS: usize = 16_384;
+/// Rows per Arrow batch. Bounds memory (a batch of the widest table is ~8 MB) and sets the
+/// grain at which decoding and encoding overlap.
+pub const DEFAULT_BATCH_ROWS: usize = 8_192;
 
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
 
@@ -64,6 +66,18 @@ pub fn copy_statement(q: &WindowQuery<'_>) -> String {
     )
 }
 
+/// A COPY that the source rejects as invalid (SQLSTATE class 42: a missing column or table, a
+/// type mismatch, no privilege) will not succeed on retry: it is schema drift, dead-lettered.
+fn copy_error(e: sqlx::Error) -> Error {
+    let drift = matches!(&e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("42")));
+    let err = Error::postgres("COPY from the source failed", e);
+    if drift {
+        Error::new(ErrorKind::Schema, err.to_string())
+    } else {
+        err
+    }
+}
+
 /// Starts extracting a window. Returns the batch stream and, once it has ended, the stats.
 pub fn extract(
     source: PgPool,
@@ -81,12 +95,9 @@ pub fn extract(
                 .acquire()
                 .await
                 .map_err(|e| Error::postgres("cannot get a source connection", e))?;
-            let mut copy = conn
-                .copy_out_raw(&statement)
-                .await
-                .map_err(|e| Error::postgres("COPY from the source failed to start", e))?;
+            let mut copy = conn.copy_out_raw(&statement).await.map_err(copy_error)?;
             while let Some(chunk) = copy.next().await {
-                let chunk = chunk.map_err(|e| Error::postgres("COPY from the source failed", e))?;
+                let chunk = chunk.map_err(copy_error)?;
                 source_bytes += chunk.len() as u64;
                 let mut pending = Vec::new();
                 decoder.feed(&chunk, &mut |b| {

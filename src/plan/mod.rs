@@ -44,16 +44,23 @@ pub struct BlockingTransaction {
     pub query: String,
 }
 
-/// What the source says about time: its clock and its oldest open transaction.
+/// What the source says about time: its clock, its oldest open transaction, and its oldest
+/// prepared (two-phase) transaction.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceClock {
     pub now: DateTime<Utc>,
     pub oldest: Option<BlockingTransaction>,
+    /// When the oldest prepared transaction was prepared. Its start time (what its rows'
+    /// `updated_at` carry) is not recorded anywhere, so while one exists no window closes.
+    pub prepared_since: Option<DateTime<Utc>>,
 }
 
 impl SourceClock {
     /// The end of the newest closed window for this window size and grace.
     pub fn closed_through(&self, window_seconds: i64, grace_seconds: i64) -> DateTime<Utc> {
+        if self.prepared_since.is_some() {
+            return Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        }
         let mut limit = self.now - Duration::seconds(grace_seconds);
         if let Some(tx) = &self.oldest {
             limit = limit.min(tx.xact_start);
@@ -76,13 +83,28 @@ pub async fn source_clock(source: &PgPool) -> Result<SourceClock> {
             "the source role cannot see other sessions' transactions; grant it pg_read_all_stats (or pg_monitor) so windows can be closed safely",
         ));
     }
+    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(source)
+        .await
+        .map_err(|e| Error::postgres("cannot read the source's recovery state", e))?;
+    if standby {
+        return Err(Error::config(
+            "the source is a standby: its pg_stat_activity cannot see the primary's open transactions, so no window could be closed safely; point TIDEMARK_SOURCE_URL at the primary",
+        ));
+    }
+    let prepared_since: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database()")
+            .fetch_one(source)
+            .await
+            .map_err(|e| Error::postgres("cannot read the source's prepared transactions", e))?;
     let row = sqlx::query(
         "SELECT clock_timestamp() AS now, a.pid, a.xact_start, coalesce(a.application_name, '') AS application_name, \
            coalesce(a.state, '') AS state, a.usename::text AS usename, left(coalesce(a.query, ''), 200) AS query \
          FROM (SELECT 1) one LEFT JOIN LATERAL ( \
            SELECT * FROM pg_stat_activity \
            WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
-             AND backend_type = 'client backend' AND coalesce(application_name, '') NOT IN ($1, $2) \
+             AND backend_type IN ('client backend', 'background worker') \
+             AND coalesce(application_name, '') NOT IN ($1, $2) \
            ORDER BY xact_start LIMIT 1) a ON true",
     )
     .bind(APP_CONTROL)
@@ -104,6 +126,7 @@ pub async fn source_clock(source: &PgPool) -> Result<SourceClock> {
     Ok(SourceClock {
         now: row.try_get("now")?,
         oldest,
+        prepared_since,
     })
 }
 
@@ -169,23 +192,8 @@ pub async fn plan_table(
     let window = dest.window_seconds as i64;
     let through = clock.closed_through(window, dest.grace_seconds as i64);
     let mut tx = control.begin().await?;
-    sqlx::query(
-        "INSERT INTO warehouse_watermarks (destination_id, \"table\", schema_version) VALUES ($1, $2::warehouse_table, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(dest.id)
-    .bind(table.db_label())
-    .bind(dest.schema_version)
-    .execute(&mut *tx)
-    .await?;
     // Serialises concurrent planners of the same destination × table.
-    let planned: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT planned_through FROM warehouse_watermarks WHERE destination_id = $1 AND \"table\" = $2::warehouse_table FOR UPDATE",
-    )
-    .bind(dest.id)
-    .bind(table.db_label())
-    .fetch_one(&mut *tx)
-    .await?;
+    let planned = outbox::lock_watermark(&mut tx, dest.id, table, dest.schema_version).await?;
     let from = planned.or(dest.start_from.map(|s| align_down(s, window)));
     let mut result = PlannedTable {
         destination_id: dest.id,
@@ -215,15 +223,15 @@ pub async fn plan_table(
     } else {
         through
     };
-    result.new_windows = outbox::insert_windows(
+    let ranges: Vec<_> = starts.iter().map(|s| (*s, *s + Duration::seconds(window))).collect();
+    result.new_windows = outbox::insert_ranges(
         &mut tx,
         dest.id,
         dest.organization_id,
         table,
         dest.schema_version,
         dest.max_attempts,
-        dest.window_seconds,
-        &starts,
+        &ranges,
     )
     .await?;
     sqlx::query(
@@ -240,7 +248,16 @@ pub async fn plan_table(
     Ok(result)
 }
 
-/// Plans explicit history `[from, to)` for backfill: only closed windows, idempotent.
+/// Longest span one delivery may cover (the overlap check in `outbox::insert_ranges` and the
+/// `CHECK` on `warehouse_deliveries` rely on it).
+pub const MAX_DELIVERY_SECONDS: i64 = 86_400;
+
+/// Plans explicit history `[from, to)` for backfill: only closed windows, idempotent. History is
+/// cut into chunks of `chunk_seconds` (a multiple of the destination's window that divides a
+/// day), one delivery each, so a year of small windows is a few hundred deliveries instead of
+/// tens of thousands; a chunk that overlaps deliveries planned earlier (by `run`, or by a
+/// backfill with another chunk size) falls back to the windows it does not overlap.
+/// Returns (new deliveries, aligned from, clipped to).
 pub async fn plan_range(
     control: &PgPool,
     source: &PgPool,
@@ -250,9 +267,15 @@ pub async fn plan_range(
     table: Table,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    chunk_seconds: i64,
 ) -> Result<(u64, DateTime<Utc>, DateTime<Utc>)> {
     let schema = registry.get(table, dest.schema_version as u32)?;
     let window = dest.window_seconds as i64;
+    if chunk_seconds < window || chunk_seconds % window != 0 || MAX_DELIVERY_SECONDS % chunk_seconds != 0 {
+        return Err(Error::invalid(format!(
+            "backfill chunk of {chunk_seconds}s must be a multiple of the destination's {window}s window and divide a day"
+        )));
+    }
     let closed = clock.closed_through(window, dest.grace_seconds as i64);
     let from = align_down(from, window);
     let to = align_down(to, window).min(closed);
@@ -264,37 +287,67 @@ pub async fn plan_range(
             ),
         ));
     }
+    let org_col = &schema.organization_column;
     let mut total = 0;
     let mut cursor = from;
     loop {
-        let starts = nonempty_windows(
+        let chunks = nonempty_windows(
             source,
             table,
-            &schema.organization_column,
+            org_col,
             dest.organization_id,
-            window,
+            chunk_seconds,
             Some(cursor),
             to,
             MAX_WINDOWS_PER_PASS,
         )
         .await?;
         let mut tx = control.begin().await?;
-        total += outbox::insert_windows(
-            &mut tx,
-            dest.id,
-            dest.organization_id,
-            table,
-            dest.schema_version,
-            dest.max_attempts,
-            dest.window_seconds,
-            &starts,
-        )
-        .await?;
+        outbox::lock_watermark(&mut tx, dest.id, table, dest.schema_version).await?;
+        for c in &chunks {
+            let range = ((*c).max(from), (*c + Duration::seconds(chunk_seconds)).min(to));
+            let n = outbox::insert_ranges(
+                &mut tx,
+                dest.id,
+                dest.organization_id,
+                table,
+                dest.schema_version,
+                dest.max_attempts,
+                &[range],
+            )
+            .await?;
+            if n == 0 && chunk_seconds > window {
+                // Overlaps earlier deliveries: plan its uncovered non-empty windows instead.
+                let starts = nonempty_windows(
+                    source,
+                    table,
+                    org_col,
+                    dest.organization_id,
+                    window,
+                    Some(range.0),
+                    range.1,
+                    MAX_WINDOWS_PER_PASS,
+                )
+                .await?;
+                let ranges: Vec<_> = starts.iter().map(|s| (*s, *s + Duration::seconds(window))).collect();
+                total += outbox::insert_ranges(
+                    &mut tx,
+                    dest.id,
+                    dest.organization_id,
+                    table,
+                    dest.schema_version,
+                    dest.max_attempts,
+                    &ranges,
+                )
+                .await?;
+            }
+            total += n;
+        }
         tx.commit().await?;
-        if (starts.len() as i64) < MAX_WINDOWS_PER_PASS {
+        if (chunks.len() as i64) < MAX_WINDOWS_PER_PASS {
             break;
         }
-        cursor = *starts.last().expect("non-empty") + Duration::seconds(window);
+        cursor = *chunks.last().expect("non-empty") + Duration::seconds(chunk_seconds);
     }
     Ok((total, from, to))
 }
@@ -344,7 +397,11 @@ mod tests {
     #[test]
     fn an_old_open_transaction_holds_the_horizon() {
         let now = Utc.with_ymd_and_hms(2026, 11, 19, 12, 0, 30).unwrap();
-        let mut clock = SourceClock { now, oldest: None };
+        let mut clock = SourceClock {
+            now,
+            oldest: None,
+            prepared_since: None,
+        };
         assert_eq!(
             clock.closed_through(900, 60),
             Utc.with_ymd_and_hms(2026, 11, 19, 11, 45, 0).unwrap()
@@ -360,6 +417,12 @@ mod tests {
         assert_eq!(
             clock.closed_through(900, 60),
             Utc.with_ymd_and_hms(2026, 11, 19, 11, 15, 0).unwrap()
+        );
+        clock.prepared_since = Some(now);
+        assert_eq!(
+            clock.closed_through(900, 60).timestamp(),
+            0,
+            "a prepared transaction freezes the horizon"
         );
     }
 }

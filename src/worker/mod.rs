@@ -152,9 +152,11 @@ impl Worker {
     /// Leases and runs one delivery. `None` when nothing is due.
     pub async fn run_one(&self, filter: &LeaseFilter, cancel: &CancellationToken) -> Result<Option<Outcome>> {
         let ttl = self.options.lease_ttl.as_secs_f64();
+        let lease_started = std::time::Instant::now();
         let Some(lease) = outbox::lease(&self.control, &self.options.owner, ttl, filter).await? else {
             return Ok(None);
         };
+        let lease_ms = lease_started.elapsed().as_secs_f64() * 1e3;
         let started = std::time::Instant::now();
         let heartbeat_cancel = cancel.child_token();
         let heartbeat = {
@@ -195,14 +197,37 @@ impl Worker {
             error: None,
             seconds: 0.0,
         };
+        let lost = |e: &Error| {
+            warn!(delivery = %lease.delivery_id, error = %e, "Lease lost; leaving the delivery to its new owner.");
+        };
         match result {
             Ok(done) => {
                 failpoint_after_deliver();
-                outcome.rows = done.rows as u64;
-                outcome.bytes = done.bytes as u64;
-                outbox::complete(&self.control, &lease, &done).await?;
-                outcome.status = "delivered".into();
-                debug!(delivery = %lease.delivery_id, table = %lease.table, window_start = %lease.window_start, rows = done.rows, bytes = done.bytes, "Delivered.");
+                let deliver_ms = started.elapsed().as_secs_f64() * 1e3;
+                match outbox::complete(&self.control, &lease, &done).await {
+                    Ok(()) => {
+                        outcome.rows = done.rows as u64;
+                        outcome.bytes = done.bytes as u64;
+                        outcome.status = "delivered".into();
+                        debug!(
+                            delivery = %lease.delivery_id,
+                            table = %lease.table,
+                            window_start = %lease.window_start,
+                            rows = done.rows,
+                            bytes = done.bytes,
+                            lease_ms,
+                            deliver_ms,
+                            complete_ms = started.elapsed().as_secs_f64() * 1e3 - deliver_ms,
+                            "Delivered."
+                        );
+                    }
+                    Err(e) if e.kind() == ErrorKind::Fenced => {
+                        lost(&e);
+                        outcome.status = "fenced".into();
+                        outcome.error = Some(e.to_string());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Err(_) if cancel.is_cancelled() => {
                 outbox::release(&self.control, &lease).await?;
@@ -212,16 +237,27 @@ impl Worker {
                 if e.kind() == ErrorKind::Fenced
                     || heartbeat_result.as_ref().is_err_and(|h| h.kind() == ErrorKind::Fenced) =>
             {
-                warn!(delivery = %lease.delivery_id, error = %e, "Lease lost; leaving the delivery to its new owner.");
+                lost(&e);
                 outcome.status = "fenced".into();
                 outcome.error = Some(e.to_string());
             }
             Err(e) => {
                 let wait = backoff(lease.attempts, self.options.retry_base, self.options.retry_cap);
-                let status = outbox::fail(&self.control, &lease, &e, wait).await?;
+                let status = match outbox::fail(&self.control, &lease, &e, wait).await {
+                    Ok(status) => status,
+                    Err(f) if f.kind() == ErrorKind::Fenced => {
+                        lost(&f);
+                        "fenced".to_string()
+                    }
+                    Err(f) => return Err(f),
+                };
                 if e.kind() == ErrorKind::Config {
                     destinations::set_error(&self.control, lease.destination_id, &e.to_string()).await?;
                     self.destinations.lock().await.remove(&lease.destination_id);
+                }
+                if e.kind() == ErrorKind::Schema {
+                    // Re-check the source definition before the next attempt of this table.
+                    self.checked.lock().await.remove(&(lease.table, lease.schema_version));
                 }
                 warn!(delivery = %lease.delivery_id, table = %lease.table, attempt = lease.attempts, status = %status, retry_in_s = wait.as_secs_f64(), error = %e, "Delivery failed.");
                 outcome.status = status;

@@ -94,7 +94,9 @@ impl ObjectDestination {
                     ))
                 })?;
                 let timeout = Duration::from_secs(cfg.request_timeout_seconds.unwrap_or(60));
-                let mut b = AmazonS3Builder::new()
+                // from_env: AWS_* variables, web identity (EKS IRSA), container credentials (ECS,
+                // EKS Pod Identity); explicit references below take precedence.
+                let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
                     .with_allow_http(cfg.allow_http)
@@ -129,7 +131,7 @@ impl ObjectDestination {
                         }
                     }
                     (None, None) => {
-                        // Standard AWS sources: web identity / instance role, picked up by the client.
+                        // The AWS credential chain of the environment (see from_env above).
                     }
                     _ => {
                         return Err(Error::config(format!(
@@ -331,19 +333,31 @@ async fn write_parquet(
     batches: &mut BatchStream,
     upload: FencedUpload,
 ) -> Result<(FencedUpload, Result<u64>)> {
-    let props = crate::encode::parquet::writer_properties(provenance);
+    let props = crate::encode::parquet::writer_properties(provenance, ctx.schema);
     // Construction fails only for schemas Parquet cannot represent; nothing was written then.
     let mut writer = match AsyncArrowWriter::try_new(upload, ctx.schema.arrow_schema(), Some(props)) {
         Ok(w) => w,
         Err(e) => return Err(e.into()),
     };
     let mut rows = 0u64;
+    let (mut waiting, mut encoding) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let result: Result<()> = async {
-        while let Some(batch) = batches.next().await {
+        loop {
+            let t = std::time::Instant::now();
+            let Some(batch) = batches.next().await else { break };
+            waiting += t.elapsed();
             let batch: RecordBatch = batch?;
             rows += batch.num_rows() as u64;
+            let t = std::time::Instant::now();
             writer.write(&batch).await?;
+            encoding += t.elapsed();
         }
+        tracing::debug!(
+            rows,
+            waiting_ms = waiting.as_millis() as u64,
+            encoding_ms = encoding.as_millis() as u64,
+            "Parquet batches written."
+        );
         // Writes the footer and completes the upload (after the fence check in `complete`).
         writer.finish().await?;
         Ok(())
