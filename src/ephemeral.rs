@@ -155,6 +155,8 @@ impl EphemeralPostgres {
                 "-c",
                 "max_connections=200",
                 "-c",
+                "max_prepared_transactions=16",
+                "-c",
                 "shared_buffers=256MB",
                 "-c",
                 "max_wal_size=4GB",

@@ -150,3 +150,70 @@ async fn a_late_committing_transaction_holds_its_window_open_and_nothing_is_skip
         .unwrap();
     assert_eq!(found, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_transaction_freezes_the_horizon_until_it_is_resolved() {
+    let Some(env) = Env::start(200, 1).await else { return };
+    let Some(_) = python() else { return };
+    let org = env.orgs[0];
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("p");
+    let cfg = serde_json::json!({"url": format!("file://{}", dir.display())});
+    env.add_destination(org, DestinationKind::ParquetS3, "p", cfg, &[Table::Identities], 2, 3)
+        .await;
+    env.run_until_idle(fast_options()).await;
+    let before = env.count("SELECT count(*) FROM warehouse_deliveries").await;
+
+    // A two-phase transaction writes a row and is prepared: it leaves pg_stat_activity, but
+    // its row (updated_at = its start) can still commit.
+    let mut conn = sqlx::PgConnection::connect(&env.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let (_, at): (uuid::Uuid, DateTime<Utc>) = sqlx::query_as(&insert_copy_sql(&env, Table::Identities))
+        .bind(org)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("PREPARE TRANSACTION 'tidemark-test'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let clock = tidemark::plan::source_clock(&env.source).await.unwrap();
+    assert!(clock.oldest.is_none(), "a prepared transaction is not a session");
+    assert!(clock.prepared_since.is_some());
+    env.plan().await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM warehouse_deliveries").await,
+        before,
+        "no window closes"
+    );
+
+    sqlx::query("COMMIT PREPARED 'tidemark-test'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    env.plan().await;
+    let worker = env.worker(fast_options());
+    worker
+        .drain(&LeaseFilter::default(), None, &CancellationToken::new(), &|_| {})
+        .await
+        .unwrap();
+    let key: String = sqlx::query_scalar(
+        "SELECT receipt->>'object_key' FROM warehouse_deliveries WHERE watermark_start <= $1 AND watermark_end > $1",
+    )
+    .bind(at)
+    .fetch_one(&env.control)
+    .await
+    .unwrap();
+    let start = tidemark::plan::align_down(at, 2);
+    let report = verify(
+        &env,
+        Table::Identities,
+        org,
+        start,
+        start + chrono::Duration::seconds(2),
+        "parquet",
+        &[dir.join(key)],
+    );
+    assert_eq!(report["source_rows"], 1);
+}

@@ -171,8 +171,10 @@ fn bad(ty: &str, len: usize) -> Error {
     )
 }
 
+/// UTF-8 validation is a visible share of decoding (jsonb payloads are hundreds of bytes per
+/// row); the SIMD validator is several times faster than `std::str::from_utf8`.
 fn utf8(v: &[u8]) -> Result<&str> {
-    std::str::from_utf8(v).map_err(|_| Error::new(ErrorKind::DataInvalid, "source text is not valid UTF-8"))
+    simdutf8::basic::from_utf8(v).map_err(|_| Error::new(ErrorKind::DataInvalid, "source text is not valid UTF-8"))
 }
 
 /// Decodes a binary `numeric` into an `i128` scaled by `10^scale`. The value must fit exactly:
