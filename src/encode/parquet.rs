@@ -6,7 +6,8 @@
 //!   file for parallel reads;
 //! - key-value metadata carries the provenance (table, schema version, window, delivery);
 //! - no dictionary for columns that are unique or nearly so (uuid, jsonb): the writer would
-//!   hash every value only to fall back to plain encoding when the dictionary page fills up.
+//!   hash every value only to fall back to plain encoding when the dictionary page fills up;
+//!   no statistics for jsonb (min/max of documents prune nothing).
 
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -34,8 +35,13 @@ pub fn writer_properties(provenance: &FileProvenance, schema: &TableSchema) -> W
         .set_key_value_metadata(Some(kv))
         .set_created_by(format!("tidemark version {}", env!("CARGO_PKG_VERSION")));
     for c in &schema.columns {
+        let path = || ColumnPath::from(c.name.as_str());
         if matches!(c.ty, ColumnType::Uuid | ColumnType::Jsonb) {
-            builder = builder.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), false);
+            builder = builder.set_column_dictionary_enabled(path(), false);
+        }
+        if c.ty == ColumnType::Jsonb {
+            // min/max of JSON documents prune nothing and cost a comparison of every value.
+            builder = builder.set_column_statistics_enabled(path(), EnabledStatistics::None);
         }
     }
     builder.build()

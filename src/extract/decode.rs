@@ -16,7 +16,8 @@ use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
     ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use bytes::{Buf, BytesMut};
 
@@ -46,10 +47,13 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(ty: ColumnType, capacity: usize) -> ColumnBuilder {
+    /// A builder for `capacity` rows; `bytes` sizes the value buffer of variable-width columns
+    /// (the previous batch's size, so steady state never reallocates).
+    fn new(ty: ColumnType, capacity: usize, bytes: Option<usize>) -> ColumnBuilder {
+        let strings = |per_row: usize| StringBuilder::with_capacity(capacity, bytes.unwrap_or(capacity * per_row));
         match ty {
-            ColumnType::Uuid => ColumnBuilder::Uuid(StringBuilder::with_capacity(capacity, capacity * 36)),
-            ColumnType::Text => ColumnBuilder::Text(StringBuilder::with_capacity(capacity, capacity * 16)),
+            ColumnType::Uuid => ColumnBuilder::Uuid(strings(36)),
+            ColumnType::Text => ColumnBuilder::Text(strings(16)),
             ColumnType::Int2 => ColumnBuilder::Int2(Int16Builder::with_capacity(capacity)),
             ColumnType::Int4 => ColumnBuilder::Int4(Int32Builder::with_capacity(capacity)),
             ColumnType::Int8 => ColumnBuilder::Int8(Int64Builder::with_capacity(capacity)),
@@ -65,9 +69,12 @@ impl ColumnBuilder {
                 ColumnBuilder::Timestamptz(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
             }
             ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
-            ColumnType::Jsonb => ColumnBuilder::Jsonb(StringBuilder::with_capacity(capacity, capacity * 64)),
-            ColumnType::Inet => ColumnBuilder::Inet(StringBuilder::with_capacity(capacity, capacity * 16)),
-            ColumnType::TextArray => ColumnBuilder::TextArray(ListBuilder::new(StringBuilder::new())),
+            ColumnType::Jsonb => ColumnBuilder::Jsonb(strings(64)),
+            ColumnType::Inet => ColumnBuilder::Inet(strings(16)),
+            ColumnType::TextArray => ColumnBuilder::TextArray(ListBuilder::with_capacity(
+                StringBuilder::with_capacity(capacity * 2, bytes.unwrap_or(capacity * 16)),
+                capacity,
+            )),
         }
     }
 
@@ -337,7 +344,7 @@ impl CopyDecoder {
         let cap = batch_rows.min(8192);
         CopyDecoder {
             schema: schema.arrow_schema(),
-            builders: types.iter().map(|t| ColumnBuilder::new(*t, cap)).collect(),
+            builders: types.iter().map(|t| ColumnBuilder::new(*t, cap, None)).collect(),
             org_index: schema
                 .column_index(&schema.organization_column)
                 .expect("validated schema"),
@@ -390,6 +397,18 @@ impl CopyDecoder {
 
     fn flush_batch(&mut self) -> Result<RecordBatch> {
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        // `finish` leaves empty buffers behind: size the next batch's like this one's (+1/8).
+        let rows = self.batch_rows;
+        for ((builder, ty), col) in self.builders.iter_mut().zip(&self.types).zip(&columns) {
+            let bytes = match col.data_type() {
+                arrow_schema::DataType::Utf8 => Some(col.as_string::<i32>().values().len()),
+                arrow_schema::DataType::List(_) => {
+                    Some(col.as_list::<i32>().values().as_string::<i32>().values().len())
+                }
+                _ => None,
+            };
+            *builder = ColumnBuilder::new(*ty, rows, bytes.map(|b| b + b / 8));
+        }
         self.rows_in_batch = 0;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
