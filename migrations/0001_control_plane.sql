@@ -72,13 +72,13 @@ CREATE TABLE warehouse_deliveries (
     CHECK (status <> 'delivered' OR receipt IS NOT NULL)
 );
 
-CREATE INDEX warehouse_deliveries_due ON warehouse_deliveries (status, next_attempt_at);
 -- Leasing walks due deliveries oldest window first.
 CREATE INDEX warehouse_deliveries_queue ON warehouse_deliveries (watermark_start, id)
     WHERE status IN ('pending', 'failed');
 CREATE INDEX warehouse_deliveries_lease ON warehouse_deliveries (lease_expires_at) WHERE status = 'leased';
 -- The oldest undelivered window of a destination × table bounds its watermark; this keeps
--- finding it an index probe however long the delivered history grows.
+-- finding it an index probe however long the delivered history grows. (The newest delivery
+-- of a pair is found on the unique index, backwards: deliveries of a pair never overlap.)
 CREATE INDEX warehouse_deliveries_open ON warehouse_deliveries (destination_id, "table", watermark_start)
     WHERE status <> 'delivered';
 

@@ -1,8 +1,8 @@
 //! The crate's one error type: an [`ErrorKind`] that drives retry and exit-code decisions,
 //! a one-line message, key/value context and an optional source.
 //!
-//! Invariants: adapters classify, the worker decides. Nothing below `cli/` uses `anyhow`;
-//! nothing formats secrets into a message or a context value.
+//! Invariants: adapters classify, the worker decides; nothing formats secrets into a message
+//! or a context value.
 
 use std::fmt;
 

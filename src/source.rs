@@ -24,7 +24,7 @@ pub async fn check_table(source: &PgPool, schema: &TableSchema) -> Result<()> {
     if rows.is_empty() {
         return Err(Error::new(
             ErrorKind::Schema,
-            format!("source table public.{table} does not exist"),
+            format!("source table {table} does not exist (on the source role's search_path)"),
         ));
     }
     let mut problems = Vec::new();

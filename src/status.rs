@@ -42,6 +42,9 @@ pub struct Status {
     /// The oldest open source transaction (other than tidemark's own), when it has been open for
     /// more than a second: it holds every window that ends after its start.
     pub blocking_transaction: Option<BlockingTransaction>,
+    /// When the oldest prepared (two-phase) source transaction was prepared: while one exists,
+    /// no window closes.
+    pub prepared_transaction_since: Option<DateTime<Utc>>,
 }
 
 pub async fn table_status(control: &PgPool) -> Result<(DateTime<Utc>, Vec<TableStatus>)> {

@@ -154,6 +154,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         now,
         tables,
         blocking_transaction: None,
+        prepared_transaction_since: None,
     });
     println!();
     let rows: Vec<Vec<String>> = added

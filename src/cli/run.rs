@@ -412,6 +412,7 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> Result<u8> {
 }
 
 pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
+    let cancel = interrupt_token();
     let (control, source, registry) = (ctx.control().await?, ctx.source().await?, ctx.registry()?);
     ensure_migrated(&control).await?;
     let dest = destinations::resolve(&control, &args.destination).await?;
@@ -446,7 +447,7 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
     let counts = outbox::count_by_status(&control, &filter).await?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
     let done: i64 = counts.iter().filter(|(s, _)| s == "delivered").map(|(_, n)| n).sum();
-    tracing::info!(destination = %dest.name, table = %args.table, from = %from, to = %to, windows = total, new_windows = new, already_delivered = done, "Backfill planned.");
+    tracing::info!(destination = %dest.name, table = %args.table, from = %from, to = %to, deliveries = total, new_deliveries = new, already_delivered = done, "Backfill planned.");
     let bar = if args.json {
         ProgressBar::hidden()
     } else {
@@ -476,7 +477,6 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
             }
         })
     };
-    let cancel = interrupt_token();
     let worker = Arc::new(Worker::new(control.clone(), source, registry, args.flags.options()));
     let outcomes = drain_parallel(
         worker,
@@ -504,7 +504,7 @@ pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
         );
     } else {
         println!(
-            "backfill {} → {} [{}, {}): delivered {} windows, {} rows, {} in {:.1}s ({:.0} rows/s); {} windows remaining",
+            "backfill {} → {} [{}, {}): delivered {} deliveries, {} rows, {} in {:.1}s ({:.0} rows/s); {} deliveries remaining",
             args.table,
             dest.name,
             instant(Some(from)),
@@ -533,11 +533,9 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> Result<u8> {
     ensure_migrated(&control).await?;
     let (now, tables) = status::table_status(&control).await?;
     // The blocking transaction is only interesting when it actually holds windows open.
-    let blocking = match ctx.source().await {
+    let clock = match ctx.source().await {
         Ok(source) => match plan::source_clock(&source).await {
-            Ok(clock) => clock
-                .oldest
-                .filter(|tx| (clock.now - tx.xact_start).num_milliseconds() > 1_000),
+            Ok(clock) => Some(clock),
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot read the source's open transactions.");
                 None
@@ -551,7 +549,12 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let st = status::Status {
         now,
         tables,
-        blocking_transaction: blocking,
+        blocking_transaction: clock.as_ref().and_then(|c| {
+            c.oldest
+                .clone()
+                .filter(|tx| (c.now - tx.xact_start).num_milliseconds() > 1_000)
+        }),
+        prepared_transaction_since: clock.and_then(|c| c.prepared_since),
     };
     if args.json {
         json(&st);
@@ -603,6 +606,12 @@ pub fn print_status(st: &status::Status) {
         if let Some(e) = &t.last_error {
             println!("{} / {}: {e}", t.destination, t.table);
         }
+    }
+    if let Some(t) = st.prepared_transaction_since {
+        println!(
+            "\nevery window is held open by a prepared (two-phase) source transaction, prepared at {}; COMMIT PREPARED or ROLLBACK PREPARED it (see pg_prepared_xacts)",
+            instant(Some(t))
+        );
     }
     if let Some(tx) = &st.blocking_transaction {
         println!(

@@ -250,8 +250,9 @@ pub async fn advance_watermark(tx: &mut Transaction<'_, Postgres>, destination_i
            SELECT COALESCE( \
              (SELECT min(watermark_start) FROM warehouse_deliveries \
                WHERE destination_id = $1 AND \"table\" = $2::warehouse_table AND status <> 'delivered'), \
-             GREATEST(w.planned_through, (SELECT max(watermark_end) FROM warehouse_deliveries \
-               WHERE destination_id = $1 AND \"table\" = $2::warehouse_table))) AS through \
+             GREATEST(w.planned_through, (SELECT watermark_end FROM warehouse_deliveries \
+               WHERE destination_id = $1 AND \"table\" = $2::warehouse_table \
+               ORDER BY watermark_start DESC LIMIT 1))) AS through \
            FROM warehouse_watermarks w WHERE w.destination_id = $1 AND w.\"table\" = $2::warehouse_table), \
          last AS ( \
            SELECT d.last_updated_at, d.last_id FROM warehouse_deliveries d, bound \

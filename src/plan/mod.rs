@@ -56,16 +56,26 @@ pub struct SourceClock {
 }
 
 impl SourceClock {
-    /// The end of the newest closed window for this window size and grace.
-    pub fn closed_through(&self, window_seconds: i64, grace_seconds: i64) -> DateTime<Utc> {
+    /// The end of the newest closed window for this window size and grace; `None` while a
+    /// prepared transaction freezes every window.
+    pub fn closed_through(&self, window_seconds: i64, grace_seconds: i64) -> Option<DateTime<Utc>> {
         if self.prepared_since.is_some() {
-            return Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+            return None;
         }
         let mut limit = self.now - Duration::seconds(grace_seconds);
         if let Some(tx) = &self.oldest {
             limit = limit.min(tx.xact_start);
         }
-        align_down(limit, window_seconds)
+        Some(align_down(limit, window_seconds))
+    }
+
+    /// Why no window can close right now, for messages.
+    pub fn frozen_reason(&self) -> Option<String> {
+        self.prepared_since.map(|t| {
+            format!(
+                "a prepared (two-phase) transaction in the source database, prepared at {t}, holds every window open until it is committed or rolled back (see pg_prepared_xacts)"
+            )
+        })
     }
 }
 
@@ -92,18 +102,13 @@ pub async fn source_clock(source: &PgPool) -> Result<SourceClock> {
             "the source is a standby: its pg_stat_activity cannot see the primary's open transactions, so no window could be closed safely; point TIDEMARK_SOURCE_URL at the primary",
         ));
     }
-    let prepared_since: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database()")
-            .fetch_one(source)
-            .await
-            .map_err(|e| Error::postgres("cannot read the source's prepared transactions", e))?;
     let row = sqlx::query(
         "SELECT clock_timestamp() AS now, a.pid, a.xact_start, coalesce(a.application_name, '') AS application_name, \
            coalesce(a.state, '') AS state, a.usename::text AS usename, left(coalesce(a.query, ''), 200) AS query \
          FROM (SELECT 1) one LEFT JOIN LATERAL ( \
            SELECT * FROM pg_stat_activity \
            WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
-             AND backend_type IN ('client backend', 'background worker') \
+             AND backend_type NOT IN ('autovacuum launcher', 'autovacuum worker', 'walsender') \
              AND coalesce(application_name, '') NOT IN ($1, $2) \
            ORDER BY xact_start LIMIT 1) a ON true",
     )
@@ -112,6 +117,13 @@ pub async fn source_clock(source: &PgPool) -> Result<SourceClock> {
     .fetch_one(source)
     .await
     .map_err(|e| Error::postgres("cannot read the source's clock", e))?;
+    // Prepared transactions are read after the sessions: one that prepares in between was
+    // still a session at the first read.
+    let prepared_since: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database()")
+            .fetch_one(source)
+            .await
+            .map_err(|e| Error::postgres("cannot read the source's prepared transactions", e))?;
     let oldest = match row.try_get::<Option<i32>, _>("pid")? {
         Some(pid) => Some(BlockingTransaction {
             pid,
@@ -190,7 +202,16 @@ pub async fn plan_table(
 ) -> Result<PlannedTable> {
     let schema = registry.get(table, dest.schema_version as u32)?;
     let window = dest.window_seconds as i64;
-    let through = clock.closed_through(window, dest.grace_seconds as i64);
+    let Some(through) = clock.closed_through(window, dest.grace_seconds as i64) else {
+        return Ok(PlannedTable {
+            destination_id: dest.id,
+            destination: dest.name.clone(),
+            table,
+            from: None,
+            through: clock.now,
+            new_windows: 0,
+        });
+    };
     let mut tx = control.begin().await?;
     // Serialises concurrent planners of the same destination × table.
     let planned = outbox::lock_watermark(&mut tx, dest.id, table, dest.schema_version).await?;
@@ -276,7 +297,12 @@ pub async fn plan_range(
             "backfill chunk of {chunk_seconds}s must be a multiple of the destination's {window}s window and divide a day"
         )));
     }
-    let closed = clock.closed_through(window, dest.grace_seconds as i64);
+    let closed = clock.closed_through(window, dest.grace_seconds as i64).ok_or_else(|| {
+        Error::invalid(format!(
+            "nothing can be backfilled now: {}",
+            clock.frozen_reason().unwrap_or_default()
+        ))
+    })?;
     let from = align_down(from, window);
     let to = align_down(to, window).min(closed);
     if from >= to {
@@ -404,7 +430,7 @@ mod tests {
         };
         assert_eq!(
             clock.closed_through(900, 60),
-            Utc.with_ymd_and_hms(2026, 11, 19, 11, 45, 0).unwrap()
+            Some(Utc.with_ymd_and_hms(2026, 11, 19, 11, 45, 0).unwrap())
         );
         clock.oldest = Some(BlockingTransaction {
             pid: 1,
@@ -416,13 +442,14 @@ mod tests {
         });
         assert_eq!(
             clock.closed_through(900, 60),
-            Utc.with_ymd_and_hms(2026, 11, 19, 11, 15, 0).unwrap()
+            Some(Utc.with_ymd_and_hms(2026, 11, 19, 11, 15, 0).unwrap())
         );
         clock.prepared_since = Some(now);
         assert_eq!(
-            clock.closed_through(900, 60).timestamp(),
-            0,
+            clock.closed_through(900, 60),
+            None,
             "a prepared transaction freezes the horizon"
         );
+        assert!(clock.frozen_reason().unwrap().contains("prepared"));
     }
 }

@@ -251,7 +251,7 @@ impl Worker {
                     }
                     Err(f) => return Err(f),
                 };
-                if e.kind() == ErrorKind::Config {
+                if e.kind() == ErrorKind::Config && status != "fenced" {
                     destinations::set_error(&self.control, lease.destination_id, &e.to_string()).await?;
                     self.destinations.lock().await.remove(&lease.destination_id);
                 }

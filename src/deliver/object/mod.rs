@@ -94,11 +94,18 @@ impl ObjectDestination {
                     ))
                 })?;
                 let timeout = Duration::from_secs(cfg.request_timeout_seconds.unwrap_or(60));
-                // from_env: AWS_* variables, web identity (EKS IRSA), container credentials (ECS,
-                // EKS Pod Identity); explicit references below take precedence.
-                let mut b = AmazonS3Builder::from_env()
+                // Without explicit references, the AWS credential chain of the environment
+                // (AWS_* variables, web identity / EKS IRSA, ECS and EKS Pod Identity container
+                // credentials, instance metadata). With them, nothing is taken from the
+                // environment, so an ambient AWS_SESSION_TOKEN cannot ride along.
+                let explicit = cfg.access_key_id.is_some() || cfg.secret_access_key.is_some();
+                let base = if explicit {
+                    AmazonS3Builder::new()
+                } else {
+                    AmazonS3Builder::from_env()
+                };
+                let mut b = base
                     .with_bucket_name(bucket)
-                    .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
                     .with_allow_http(cfg.allow_http)
                     .with_client_options(
                         ClientOptions::new()
@@ -111,6 +118,9 @@ impl ObjectDestination {
                         retry_timeout: Duration::from_secs(30),
                         ..RetryConfig::default()
                     });
+                if let Some(region) = &cfg.region {
+                    b = b.with_region(region);
+                }
                 if let Some(endpoint) = &cfg.endpoint {
                     if endpoint.starts_with("http://") && !cfg.allow_http {
                         return Err(Error::config(format!(
