@@ -16,6 +16,29 @@ fn bin() -> Command {
     c
 }
 
+/// `backfill --destination D --table T --from F --to T` plus `extra`.
+fn backfill_args<'a>(
+    destination: &'a str,
+    table: &'a str,
+    from: &'a str,
+    to: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "backfill",
+        "--destination",
+        destination,
+        "--table",
+        table,
+        "--from",
+        from,
+        "--to",
+        to,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -235,21 +258,13 @@ async fn backfill_can_be_interrupted_and_rerun() {
     // Killed after its 5th window.
     let out = env
         .cli()
-        .args([
-            "backfill",
-            "--destination",
+        .args(backfill_args(
             "hist",
-            "--table",
             "events",
-            "--from",
             &from,
-            "--to",
             &to,
-            "--workers",
-            "1",
-            "--chunk",
-            "15m",
-        ])
+            &["--workers", "1", "--chunk", "15m"],
+        ))
         .env("TIDEMARK_FAILPOINT", "abort-after-deliver:5")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -270,20 +285,13 @@ async fn backfill_can_be_interrupted_and_rerun() {
         .unwrap();
     let out = env
         .cli()
-        .args([
-            "backfill",
-            "--destination",
+        .args(backfill_args(
             "hist",
-            "--table",
             "events",
-            "--from",
             &from,
-            "--to",
             &to,
-            "--chunk",
-            "15m",
-            "--json",
-        ])
+            &["--chunk", "15m", "--json"],
+        ))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -310,20 +318,13 @@ async fn backfill_can_be_interrupted_and_rerun() {
     // delivered windows are never planned.
     let out = env
         .cli()
-        .args([
-            "backfill",
-            "--destination",
+        .args(backfill_args(
             "hist",
-            "--table",
             "events",
-            "--from",
             &from,
-            "--to",
             &to,
-            "--chunk",
-            "6h",
-            "--json",
-        ])
+            &["--chunk", "6h", "--json"],
+        ))
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
