@@ -17,7 +17,7 @@ use parquet::schema::types::ColumnPath;
 use super::FileProvenance;
 use crate::schema::{ColumnType, TableSchema};
 
-pub const MAX_ROW_GROUP_ROWS: usize = 128 * 1024;
+pub const MAX_ROW_GROUP_ROWS: usize = 32 * 1024;
 /// And at most this many bytes buffered per row group, however wide the rows.
 pub const MAX_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
 

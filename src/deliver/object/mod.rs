@@ -33,8 +33,13 @@ use crate::encode::{FileProvenance, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::BatchStream;
 
-/// Size above which an object is uploaded in parts (and below which in one PUT).
-const UPLOAD_BUFFER: usize = 10 * 1024 * 1024;
+/// Size above which an object is uploaded in parts (and below which in one PUT), and the part
+/// size. S3 needs at least 5 MiB per part.
+const UPLOAD_BUFFER: usize = 8 * 1024 * 1024;
+/// Parts in flight per upload. Each holds its bytes until uploaded, so this bounds the upload's
+/// memory at `UPLOAD_BUFFER × UPLOAD_CONCURRENCY` (object_store's default of 8 put 80 MB per
+/// delivery in flight on dense data; measured 389 MB peak RSS with three workers).
+const UPLOAD_CONCURRENCY: usize = 2;
 
 pub struct ObjectDestination {
     kind: DestinationKind,
@@ -291,7 +296,8 @@ impl Destination for ObjectDestination {
     async fn deliver(&self, ctx: &DeliveryContext<'_>, mut batches: BatchStream) -> Result<Delivered> {
         let key = self.object_key(ctx);
         let upload = FencedUpload {
-            writer: BufWriter::with_capacity(self.store.clone(), key.clone(), UPLOAD_BUFFER),
+            writer: BufWriter::with_capacity(self.store.clone(), key.clone(), UPLOAD_BUFFER)
+                .with_max_concurrency(UPLOAD_CONCURRENCY),
             fence: ctx.fence.clone(),
             sha256: Sha256::new(),
             bytes: 0,
