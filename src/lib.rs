@@ -5,6 +5,7 @@
 //! `extract` streams it by binary COPY into Arrow → `encode` writes Parquet or JSONL →
 //! `deliver` lands it at the destination → the outbox completes it, fenced by the lease.
 
+pub mod archive;
 pub mod cli;
 pub mod control;
 pub mod deliver;

@@ -5,6 +5,7 @@
 //! input or schema · 4 a database or destination is unreachable · 5 the run finished but some
 //! deliveries failed or were dead-lettered · 130 interrupted.
 
+mod archive;
 mod demo;
 mod destination;
 mod output;
@@ -79,6 +80,11 @@ enum Command {
     Status(run::StatusArgs),
     /// Put dead-lettered deliveries back in the queue.
     Retry(run::RetryArgs),
+    /// Remove aged rows from the hot tables once they are proven delivered, leaving a tombstone per row (dry run unless --execute).
+    Tombstone(archive::TombstoneArgs),
+    /// Cold storage: recall archived rows with verification, evidence reports, overrides.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
     /// Inspect the published schemas.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -188,6 +194,8 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         Command::Backfill(args) => run::backfill(ctx, args).await,
         Command::Status(args) => run::status(ctx, args).await,
         Command::Retry(args) => run::retry(ctx, args).await,
+        Command::Tombstone(args) => archive::tombstone(ctx, args).await,
+        Command::Archive(cmd) => archive::run(ctx, cmd).await,
         Command::Schema(cmd) => schema::run(ctx, cmd),
         Command::Demo(args) => demo::run(args).await,
         Command::Reference(cmd) => reference::run(ctx, cmd).await,
