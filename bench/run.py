@@ -681,6 +681,12 @@ class Bench:
         if tm_failed:
             log(f"!!! tidemark failed in {', '.join(tm_failed)}: exiting 1")
             sys.exit(1)
+        # The memory bound is asserted, not just reported: any tidemark run above it fails the run.
+        over = [r for c in self.results["cases"].values() for r in c["runs"]
+                if r["tool"] == "tidemark" and r.get("ok") and r.get("rss_mb", 0) > RSS_BOUND_MB]
+        if over:
+            log(f"!!! tidemark peak RSS above {RSS_BOUND_MB} MB: {max(r['rss_mb'] for r in over):.1f} MB: exiting 1")
+            sys.exit(1)
 
     # ---- report --------------------------------------------------------------------------------
 
@@ -853,6 +859,9 @@ def md_table(headers, rows) -> str:
     for r in rows:
         out.append("| " + " | ".join(str(c) for c in r) + " |")
     return "\n".join(out)
+
+
+RSS_BOUND_MB = 256
 
 
 def targets(b: Bench) -> list:
