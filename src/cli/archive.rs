@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::output::{instant, json, print_table};
@@ -126,29 +125,6 @@ pub enum OverrideCommand {
     },
 }
 
-/// Cancelled on Ctrl-C or SIGTERM: the pass stops after the batch in flight.
-fn interrupt_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
-        tracing::warn!("Interrupted: stopping after the batch in flight.");
-        t.cancel();
-    });
-    token
-}
-
 pub async fn tombstone(ctx: &Context, args: TombstoneArgs) -> Result<u8> {
     require_same_database(ctx.database_url()?, ctx.source_url.as_deref(), "tombstoning")?;
     if args.batch == 0 {
@@ -175,7 +151,8 @@ pub async fn tombstone(ctx: &Context, args: TombstoneArgs) -> Result<u8> {
     } else {
         Uuid::new_v4()
     };
-    let cancel = interrupt_token();
+    // Ctrl-C or SIGTERM: the pass stops after the batch in flight.
+    let cancel = super::run::interrupt_token("stopping after the batch in flight");
     let quiet = args.json;
     let progress = move |s: &tombstone::ScopeReport| {
         if !quiet {

@@ -265,9 +265,10 @@ pub async fn drain_parallel(
     }
 }
 
-/// Cancelled on Ctrl-C or SIGTERM (a Kubernetes pod being stopped): workers give their
-/// leases back so the deliveries are picked up at once, not after the lease expires.
-fn interrupt_token() -> CancellationToken {
+/// Cancelled on Ctrl-C or SIGTERM (a Kubernetes pod being stopped); `what` says in the log
+/// what the command does about it (workers give their leases back so deliveries are picked up
+/// at once, not after the lease expires; the tombstone pass finishes its batch in flight).
+pub(crate) fn interrupt_token(what: &'static str) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -283,7 +284,7 @@ fn interrupt_token() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
         }
-        tracing::warn!("Interrupted: releasing leases and stopping.");
+        tracing::warn!("Interrupted: {what}.");
         t.cancel();
     });
     token
@@ -346,7 +347,7 @@ pub async fn run_passes_with(
 }
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
-    let cancel = interrupt_token();
+    let cancel = interrupt_token("releasing leases and stopping");
     let summary = run_passes(ctx, &args.flags, args.until_idle, args.max_deliveries, &cancel).await?;
     if args.json {
         json(&summary);
@@ -383,7 +384,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
 }
 
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> Result<u8> {
-    let cancel = interrupt_token();
+    let cancel = interrupt_token("releasing leases and stopping");
     let (control, source, registry) = (ctx.control().await?, ctx.source().await?, ctx.registry()?);
     ensure_migrated(&control).await?;
     let worker = Arc::new(Worker::new(control, source, registry, args.flags.options()));
@@ -412,7 +413,7 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> Result<u8> {
 }
 
 pub async fn backfill(ctx: &Context, args: BackfillArgs) -> Result<u8> {
-    let cancel = interrupt_token();
+    let cancel = interrupt_token("releasing leases and stopping");
     let (control, source, registry) = (ctx.control().await?, ctx.source().await?, ctx.registry()?);
     ensure_migrated(&control).await?;
     let dest = destinations::resolve(&control, &args.destination).await?;
