@@ -25,18 +25,7 @@ async fn a_worker_killed_after_writing_the_object_is_completed_by_the_next_witho
     };
     let Some(_) = python() else { return };
     let org = env.orgs[0];
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("p");
-    env.add_destination(
-        org,
-        DestinationKind::ParquetS3,
-        "p",
-        serde_json::json!({"url": format!("file://{}", dir.display())}),
-        &[Table::Events],
-        900,
-        5,
-    )
-    .await;
+    let (_out, dir, _) = env.local_parquet(org, &[Table::Events], 900, 5).await;
 
     // A real process, killed (SIGABRT, no cleanup) right after its first object landed.
     let status = env
@@ -208,18 +197,7 @@ async fn two_run_processes_at_once_deliver_each_window_once() {
     };
     let Some(_) = python() else { return };
     let org = env.orgs[2];
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("p");
-    env.add_destination(
-        org,
-        DestinationKind::ParquetS3,
-        "p",
-        serde_json::json!({"url": format!("file://{}", dir.display())}),
-        &Table::ALL,
-        900,
-        5,
-    )
-    .await;
+    let (_out, dir, _) = env.local_parquet(org, &Table::ALL, 900, 5).await;
     let spawn = || {
         env.cli()
             .args(["run", "--until-idle", "--workers", "3", "--json"])

@@ -176,18 +176,7 @@ async fn rows_sharing_a_timestamp_across_batch_and_window_edges_land_once_in_the
             .unwrap();
         tx.commit().await.unwrap();
     }
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("p");
-    env.add_destination(
-        org,
-        DestinationKind::ParquetS3,
-        "p",
-        serde_json::json!({"url": format!("file://{}", dir.display())}),
-        &[Table::Events],
-        900,
-        3,
-    )
-    .await;
+    let (_out, dir, _) = env.local_parquet(org, &[Table::Events], 900, 3).await;
     // Tiny batches: a tie group spans many batches.
     let outcomes = env
         .run_until_idle(WorkerOptions {

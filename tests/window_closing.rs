@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::*;
 use sqlx::Connection;
-use tidemark::control::destinations::DestinationKind;
 use tidemark::control::outbox::LeaseFilter;
 use tidemark::schema::Table;
 use tokio_util::sync::CancellationToken;
@@ -34,19 +33,8 @@ async fn a_late_committing_transaction_holds_its_window_open_and_nothing_is_skip
     };
     let Some(_) = python() else { return };
     let org = env.orgs[0];
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("p");
     // Two-second windows, no grace: the test does not have to wait 15 minutes.
-    env.add_destination(
-        org,
-        DestinationKind::ParquetS3,
-        "p",
-        serde_json::json!({"url": format!("file://{}", dir.display())}),
-        &[Table::Assets],
-        2,
-        3,
-    )
-    .await;
+    let (_out, dir, _) = env.local_parquet(org, &[Table::Assets], 2, 3).await;
     env.run_until_idle(fast_options()).await;
     let history = env.count("SELECT count(*) FROM warehouse_deliveries").await;
 
@@ -156,11 +144,7 @@ async fn a_prepared_transaction_freezes_the_horizon_until_it_is_resolved() {
     let Some(env) = Env::start(200, 1).await else { return };
     let Some(_) = python() else { return };
     let org = env.orgs[0];
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("p");
-    let cfg = serde_json::json!({"url": format!("file://{}", dir.display())});
-    env.add_destination(org, DestinationKind::ParquetS3, "p", cfg, &[Table::Identities], 2, 3)
-        .await;
+    let (_out, dir, _) = env.local_parquet(org, &[Table::Identities], 2, 3).await;
     env.run_until_idle(fast_options()).await;
     let before = env.count("SELECT count(*) FROM warehouse_deliveries").await;
 

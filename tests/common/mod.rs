@@ -131,6 +131,32 @@ impl Env {
         .unwrap()
     }
 
+    /// A `PARQUET_S3` destination named "p" on a fresh local directory (kept alive by the
+    /// returned `TempDir`); returns the directory and the destination.
+    pub async fn local_parquet(
+        &self,
+        org: Uuid,
+        tables: &[Table],
+        window_seconds: i32,
+        max_attempts: i32,
+    ) -> (tempfile::TempDir, PathBuf, Destination) {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("p");
+        let config = serde_json::json!({"url": format!("file://{}", dir.display())});
+        let d = self
+            .add_destination(
+                org,
+                DestinationKind::ParquetS3,
+                "p",
+                config,
+                tables,
+                window_seconds,
+                max_attempts,
+            )
+            .await;
+        (out, dir, d)
+    }
+
     pub fn worker(&self, options: WorkerOptions) -> Worker {
         Worker::new(
             self.control.clone(),
