@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use crate::control::destinations::Destination;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::Table;
 
@@ -52,11 +53,8 @@ pub struct Completion {
 /// concurrent planners cannot race past the overlap check. Returns how many were new.
 pub async fn insert_ranges(
     tx: &mut Transaction<'_, Postgres>,
-    destination_id: Uuid,
-    organization_id: Uuid,
+    dest: &Destination,
     table: Table,
-    schema_version: i32,
-    max_attempts: i32,
     ranges: &[(DateTime<Utc>, DateTime<Utc>)],
 ) -> Result<u64> {
     if ranges.is_empty() {
@@ -76,11 +74,11 @@ pub async fn insert_ranges(
              AND x.watermark_start > w.s - interval '1 day' AND x.watermark_start < w.e AND x.watermark_end > w.s) \
          ON CONFLICT (destination_id, \"table\", watermark_start, watermark_end) DO NOTHING",
     )
-    .bind(destination_id)
-    .bind(organization_id)
+    .bind(dest.id)
+    .bind(dest.organization_id)
     .bind(table.db_label())
-    .bind(schema_version)
-    .bind(max_attempts)
+    .bind(dest.schema_version)
+    .bind(dest.max_attempts)
     .bind(&ids)
     .bind(&starts)
     .bind(&ends)

@@ -27,6 +27,14 @@ use crate::schema::{Registry, Table, quote_ident};
 /// continues where this one stopped.
 pub const MAX_WINDOWS_PER_PASS: i64 = 20_000;
 
+/// `[start, start + window)` for each window start.
+fn window_ranges(starts: &[DateTime<Utc>], window_seconds: i64) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    starts
+        .iter()
+        .map(|s| (*s, *s + Duration::seconds(window_seconds)))
+        .collect()
+}
+
 /// Rounds down to a multiple of `window_seconds` since the Unix epoch.
 pub fn align_down(t: DateTime<Utc>, window_seconds: i64) -> DateTime<Utc> {
     let secs = t.timestamp().div_euclid(window_seconds) * window_seconds;
@@ -244,17 +252,8 @@ pub async fn plan_table(
     } else {
         through
     };
-    let ranges: Vec<_> = starts.iter().map(|s| (*s, *s + Duration::seconds(window))).collect();
-    result.new_windows = outbox::insert_ranges(
-        &mut tx,
-        dest.id,
-        dest.organization_id,
-        table,
-        dest.schema_version,
-        dest.max_attempts,
-        &ranges,
-    )
-    .await?;
+    let ranges = window_ranges(&starts, window);
+    result.new_windows = outbox::insert_ranges(&mut tx, dest, table, &ranges).await?;
     sqlx::query(
         "UPDATE warehouse_watermarks SET planned_through = $3, updated_at = now() WHERE destination_id = $1 AND \"table\" = $2::warehouse_table",
     )
@@ -332,16 +331,7 @@ pub async fn plan_range(
         outbox::lock_watermark(&mut tx, dest.id, table, dest.schema_version).await?;
         for c in &chunks {
             let range = ((*c).max(from), (*c + Duration::seconds(chunk_seconds)).min(to));
-            let n = outbox::insert_ranges(
-                &mut tx,
-                dest.id,
-                dest.organization_id,
-                table,
-                dest.schema_version,
-                dest.max_attempts,
-                &[range],
-            )
-            .await?;
+            let n = outbox::insert_ranges(&mut tx, dest, table, &[range]).await?;
             if n == 0 && chunk_seconds > window {
                 // Overlaps earlier deliveries: plan its uncovered non-empty windows instead.
                 let starts = nonempty_windows(
@@ -355,17 +345,8 @@ pub async fn plan_range(
                     MAX_WINDOWS_PER_PASS,
                 )
                 .await?;
-                let ranges: Vec<_> = starts.iter().map(|s| (*s, *s + Duration::seconds(window))).collect();
-                total += outbox::insert_ranges(
-                    &mut tx,
-                    dest.id,
-                    dest.organization_id,
-                    table,
-                    dest.schema_version,
-                    dest.max_attempts,
-                    &ranges,
-                )
-                .await?;
+                let ranges = window_ranges(&starts, window);
+                total += outbox::insert_ranges(&mut tx, dest, table, &ranges).await?;
             }
             total += n;
         }
