@@ -8,6 +8,8 @@
 mod archive;
 mod demo;
 mod destination;
+#[cfg(feature = "iceberg")]
+mod iceberg;
 mod output;
 mod reference;
 mod run;
@@ -88,6 +90,10 @@ enum Command {
     /// Inspect the published schemas.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Iceberg table health: snapshot expiry and file report (ICEBERG_S3 destinations).
+    #[cfg(feature = "iceberg")]
+    #[command(subcommand)]
+    Iceberg(iceberg::IcebergCommand),
     /// Run the whole pipeline on a throwaway Postgres with synthetic data, into a local directory.
     Demo(demo::DemoArgs),
     /// The reference application (schema, synthetic data, throwaway cluster) for trials and benchmarks.
@@ -197,6 +203,8 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         Command::Tombstone(args) => archive::tombstone(ctx, args).await,
         Command::Archive(cmd) => archive::run(ctx, cmd).await,
         Command::Schema(cmd) => schema::run(ctx, cmd),
+        #[cfg(feature = "iceberg")]
+        Command::Iceberg(cmd) => iceberg::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Reference(cmd) => reference::run(ctx, cmd).await,
     }

@@ -8,6 +8,8 @@
 //! warehouse transaction). Adapters classify their errors into [`ErrorKind`]s; retries and
 //! dead-lettering are decided by the worker, not here.
 
+#[cfg(feature = "iceberg")]
+pub mod iceberg;
 pub mod object;
 
 use std::sync::Arc;
@@ -87,6 +89,8 @@ type Builder = fn(&serde_json::Value) -> Result<Arc<dyn Destination>>;
 static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
+    #[cfg(feature = "iceberg")]
+    (DestinationKind::IcebergS3, self::iceberg::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {
