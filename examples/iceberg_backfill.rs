@@ -195,6 +195,11 @@ async fn main() {
                 .unwrap()
                 .summary()
                 .additional_properties;
+            let total: u64 = summary
+                .get("total-records")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default();
+            assert_eq!(total, rows, "the table holds every delivered row once");
             let root = out.path().join("iceberg/tidemark/events_v1");
             let (meta_files, meta_bytes) = du(&root.join("metadata"), ".metadata.json");
             let (avro, avro_bytes) = du(&root.join("metadata"), ".avro");

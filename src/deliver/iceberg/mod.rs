@@ -232,6 +232,9 @@ impl IcebergDestination {
         match catalog.create_namespace(&self.namespace, HashMap::new()).await {
             Ok(_) => {}
             Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => {}
+            // Another worker may have created it at the same moment (the SQL catalog reports
+            // that as a unique violation, not as "already exists").
+            Err(_) if catalog.namespace_exists(&self.namespace).await.unwrap_or(false) => {}
             Err(e) => {
                 return Err(classify(
                     format!("cannot create Iceberg namespace {}", self.namespace.join(".")),
@@ -250,12 +253,12 @@ impl IcebergDestination {
                 tracing::info!(table = %ident, "Iceberg table created.");
                 Ok(t)
             }
-            // Another worker created it first.
-            Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => catalog
-                .load_table(ident)
-                .await
-                .map_err(|e| classify(format!("cannot load Iceberg table {ident}"), e)),
-            Err(e) => Err(classify(format!("cannot create Iceberg table {ident}"), e)),
+            // Another worker created it first (reported as "already exists" or, by the SQL
+            // catalog in a race, as a unique violation).
+            Err(e) => match catalog.load_table(ident).await {
+                Ok(t) => Ok(t),
+                Err(_) => Err(classify(format!("cannot create Iceberg table {ident}"), e)),
+            },
         }
     }
 
@@ -417,6 +420,10 @@ impl Destination for IcebergDestination {
         let tx = Transaction::new(&table);
         let tx = tx
             .fast_append()
+            // The duplicate check reads every manifest of the table on every commit (one per
+            // delivery so far: quadratic over a backfill). Our file names carry a fresh attempt
+            // id, so they cannot already be in the table.
+            .with_check_duplicate(false)
             .set_snapshot_properties(properties)
             .add_data_files(files)
             .apply(tx)
