@@ -763,3 +763,67 @@ async fn iceberg_s3_conforms() {
     let target = IcebergTarget { pg, lake, _moto: moto };
     suite(&target).await;
 }
+
+/// The AWS Glue catalog (feature `iceberg-glue`) against moto's Glue and S3 on one port.
+/// `check()` reaches Glue and the warehouse; but iceberg-catalog-glue 0.10.1 cannot convert a
+/// `timestamptz` column to a Glue column type (its `GlueSchemaBuilder` refuses it on create,
+/// register and every commit), and every published table has one, so a delivery is rejected
+/// at once with a message that says so, and nothing is left in Glue.
+#[cfg(feature = "iceberg-glue")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_catalog_on_moto() {
+    let Some(env) = Env::start(300, 1).await else { return };
+    let Some(py) = python() else { return };
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("glue-lake");
+    let mut config = serde_json::json!({
+        "warehouse": "s3://glue-lake/wh",
+        "namespace": "glue_ns",
+        "catalog": {"type": "glue", "endpoint": moto.endpoint()},
+    });
+    for (k, v) in moto.config("glue-lake", "").as_object().unwrap() {
+        if k != "url" {
+            config[k] = v.clone();
+        }
+    }
+    tidemark::deliver::build(DestinationKind::IcebergS3, &config)
+        .unwrap()
+        .check()
+        .await
+        .expect("Glue and the warehouse are reachable");
+    env.add_destination(
+        env.orgs[0],
+        DestinationKind::IcebergS3,
+        "glue",
+        config,
+        &[Table::Events],
+        6 * 3600,
+        3,
+    )
+    .await;
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(!outcomes.is_empty());
+    for o in &outcomes {
+        assert_eq!(o.status, "dead_letter", "{o:?}");
+        let e = o.error.as_deref().unwrap_or_default();
+        assert!(
+            e.contains("iceberg-catalog-glue 0.10.1 cannot store timestamptz columns"),
+            "{e}"
+        );
+    }
+    let out = Command::new(&py)
+        .args([
+            "-c",
+            "import boto3, sys; g = boto3.client('glue', endpoint_url=sys.argv[1], aws_access_key_id='test', \
+             aws_secret_access_key='test', region_name='us-east-1'); print(len(g.get_tables(DatabaseName='glue_ns')['TableList']))",
+            &moto.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "no table was left in Glue"
+    );
+}

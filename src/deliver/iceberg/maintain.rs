@@ -98,10 +98,7 @@ impl IcebergDestination {
             };
             let table = match catalog.load_table(&ident).await {
                 Ok(t) => t,
-                Err(e)
-                    if e.kind() == iceberg::ErrorKind::TableNotFound
-                        || e.kind() == iceberg::ErrorKind::NamespaceNotFound =>
-                {
+                Err(_) if !catalog.table_exists(&ident).await.unwrap_or(true) => {
                     reports.push(report);
                     continue;
                 }

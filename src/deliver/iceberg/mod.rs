@@ -197,7 +197,11 @@ impl IcebergDestination {
             {
                 self.create_table(catalog, schema, &ident).await?
             }
-            Err(e) => return Err(classify(format!("cannot load Iceberg table {ident}"), e)),
+            // Not every catalog says "not found" in the error kind (Glue: an SDK error).
+            Err(e) => match catalog.table_exists(&ident).await {
+                Ok(false) => self.create_table(catalog, schema, &ident).await?,
+                _ => return Err(classify(format!("cannot load Iceberg table {ident}"), e)),
+            },
         };
         match ddl::plan_schema(&ident.to_string(), table.metadata().current_schema(), schema)? {
             ddl::SchemaPlan::Matches => Ok(table),
@@ -257,6 +261,21 @@ impl IcebergDestination {
             // catalog in a race, as a unique violation).
             Err(e) => match catalog.load_table(ident).await {
                 Ok(t) => Ok(t),
+                Err(_)
+                    if matches!(self.config.catalog, CatalogConfig::Glue { .. })
+                        && e.kind() == iceberg::ErrorKind::FeatureUnsupported =>
+                {
+                    // iceberg-catalog-glue 0.10.1 maps no timestamptz column to a Glue type (on
+                    // create, register and every commit), and every published table has one.
+                    Err(Error::new(
+                        ErrorKind::DestinationRejected,
+                        format!(
+                            "cannot create Iceberg table {ident} in AWS Glue: iceberg-catalog-glue 0.10.1 cannot store \
+                             timestamptz columns in Glue; use the sql or rest catalog (docs/destinations/iceberg.md)"
+                        ),
+                    )
+                    .with_source(e))
+                }
                 Err(_) => Err(classify(format!("cannot create Iceberg table {ident}"), e)),
             },
         }
