@@ -185,38 +185,38 @@ impl BigQueryDestination {
                         .as_array()
                         .map(|f| f.iter().filter_map(|f| f["name"].as_str()).collect())
                         .unwrap_or_default();
-                    let missing: Vec<_> = schema
+                    // (name, type) of every column the table should have, metadata included.
+                    let missing: Vec<(String, String)> = schema
                         .columns
                         .iter()
-                        .filter(|c| !have.contains(c.name.as_str()))
+                        .map(|c| (c.name.clone(), ddl::bq_type(c.ty, self.cfg.jsonb_as).ddl()))
+                        .chain([
+                            (DELIVERY_COLUMN.to_string(), "STRING".to_string()),
+                            (LOADED_AT_COLUMN.to_string(), "TIMESTAMP".to_string()),
+                        ])
+                        .filter(|(name, _)| !have.contains(name.as_str()))
                         .collect();
                     if missing.is_empty() {
                         continue;
                     }
                     if !self.cfg.create_tables {
-                        let names: Vec<_> = missing.iter().map(|c| c.name.as_str()).collect();
+                        let names: Vec<_> = missing.iter().map(|(n, _)| n.as_str()).collect();
                         return Err(Error::config(format!(
-                            "BigQuery table {}:{dataset}.{table} lacks published columns {} and create_tables is false",
+                            "BigQuery table {}:{dataset}.{table} lacks columns {} and create_tables is false",
                             self.cfg.project,
                             names.join(", ")
                         )));
                     }
-                    let adds: Vec<String> = missing
-                        .iter()
-                        .map(|c| {
-                            format!(
-                                "ADD COLUMN IF NOT EXISTS {} {}",
-                                quote_ident(&c.name),
-                                ddl::bq_type(c.ty, self.cfg.jsonb_as).ddl()
-                            )
-                        })
-                        .collect();
-                    let sql = format!("ALTER TABLE {} {}", self.ds.table(table), adds.join(", "));
-                    self.run_statement(
-                        &sql,
-                        &format!("adding columns to {}:{dataset}.{table}", self.cfg.project),
-                    )
-                    .await?;
+                    // One column per statement: rare (a new minor version), and portable.
+                    for (name, ty) in missing {
+                        let sql = format!(
+                            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {ty}",
+                            self.ds.table(table),
+                            quote_ident(&name)
+                        );
+                        let what = format!("adding column {name} to {}:{dataset}.{table}", self.cfg.project);
+                        self.run_statement(&sql, &what).await?;
+                    }
                 }
             }
         }
