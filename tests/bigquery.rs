@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
+use common::conformance::{Target, suite};
 use common::*;
 use serde_json::{Value, json};
 use tidemark::control::destinations::DestinationKind;
@@ -657,6 +658,31 @@ async fn token_server(public_pem: Vec<u8>) -> TokenServer {
     TokenServer { port, exchanges, task }
 }
 
+/// Two RSA keys (PKCS#8 PEM, as in Google key files) and the first one's public key.
+fn make_keys(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (good, other, public) = (dir.join("good.pem"), dir.join("other.pem"), dir.join("pub.pem"));
+    for k in [&good, &other] {
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            k.to_str().unwrap(),
+        ]);
+    }
+    openssl(&[
+        "pkey",
+        "-in",
+        good.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    (good, other, public)
+}
+
 fn openssl(args: &[&str]) {
     let st = Command::new("openssl").args(args).status().expect("openssl");
     assert!(st.success(), "openssl {args:?}");
@@ -690,30 +716,7 @@ async fn a_service_account_key_is_exchanged_once_and_a_refused_key_is_an_auth_er
     };
     let Some(emu) = BqEmulator::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (good, other, public) = (
-        dir.path().join("good.pem"),
-        dir.path().join("other.pem"),
-        dir.path().join("pub.pem"),
-    );
-    for k in [&good, &other] {
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            k.to_str().unwrap(),
-        ]);
-    }
-    openssl(&[
-        "pkey",
-        "-in",
-        good.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
+    let (good, other, public) = make_keys(dir.path());
     let server = token_server(std::fs::read(&public).unwrap()).await;
 
     let with_key = |key: &Path| {
@@ -863,4 +866,109 @@ async fn failures_are_classified_config_transient_and_rejected() {
         assert!(err.starts_with("[destination_rejected]"), "{err}");
         assert!(err.contains("MERGE") && err.contains("sabotaged.assets_v1"), "{err}");
     }
+}
+
+/// The shared conformance suite: BigQuery on bqemulator, authenticated with a service account
+/// key against the verifying token endpoint (the refused-credentials scenario uses a key the
+/// endpoint does not know).
+struct BqTarget {
+    emu: BqEmulator,
+    tokens: TokenServer,
+    good_key: PathBuf,
+    bad_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const CONFORMANCE_DATASET: &str = "conformance";
+
+impl BqTarget {
+    fn with_key(&self, key: &Path) -> Value {
+        let mut c = self.emu.config(CONFORMANCE_DATASET);
+        c.as_object_mut().unwrap().remove("access_token");
+        c["service_account_key"] = json!({"file": key});
+        c
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for BqTarget {
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Bigquery
+    }
+
+    fn config(&self) -> Value {
+        self.with_key(&self.good_key)
+    }
+
+    fn bad_auth_config(&self) -> Option<Value> {
+        Some(self.with_key(&self.bad_key))
+    }
+
+    fn unreachable_config(&self) -> Value {
+        let mut c = self.config();
+        c["base_url"] = format!("http://127.0.0.1:{}", free_port()).into();
+        c
+    }
+
+    async fn analyst_rows(&self, table: Table) -> Vec<(Uuid, chrono::DateTime<chrono::Utc>)> {
+        self.emu
+            .query(&format!(
+                "SELECT id, updated_at FROM `{CONFORMANCE_DATASET}`.`{}_v1`",
+                table.name()
+            ))
+            .into_iter()
+            .map(|r| {
+                let id = r[0].as_str().unwrap().parse().unwrap();
+                let at = chrono::DateTime::parse_from_rfc3339(r[1].as_str().unwrap()).unwrap();
+                (id, at.with_timezone(&chrono::Utc))
+            })
+            .collect()
+    }
+
+    async fn raw_count(&self, table: Table) -> Option<u64> {
+        Some(self.emu.count(&format!(
+            "SELECT count(*) FROM `{CONFORMANCE_DATASET}`.`{}_v1_raw`",
+            table.name()
+        )))
+    }
+
+    async fn sabotage(&self, table: Table) -> Option<()> {
+        // A raw table whose id is INT64: the INSERT of the window's rows is refused.
+        let (s, _) = self
+            .emu
+            .rest(
+                reqwest::Method::POST,
+                "/datasets",
+                Some(json!({"datasetReference": {"projectId": PROJECT, "datasetId": CONFORMANCE_DATASET}})),
+            )
+            .await;
+        assert!(s == 200 || s == 409, "datasets.insert: {s}");
+        self.emu.query(&format!(
+            "CREATE TABLE `{PROJECT}`.`{CONFORMANCE_DATASET}`.`{}_v1_raw` (id INT64, updated_at TIMESTAMP)",
+            table.name()
+        ));
+        Some(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bigquery_conforms() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        skip("openssl (to make test keys) is not installed");
+        return;
+    }
+    let Some(_) = python() else { return };
+    let Some(emu) = BqEmulator::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (good, other, public) = make_keys(dir.path());
+    let tokens = token_server(std::fs::read(&public).unwrap()).await;
+    let target = BqTarget {
+        good_key: key_file(dir.path(), "good.json", &good, tokens.port),
+        bad_key: key_file(dir.path(), "bad.json", &other, tokens.port),
+        emu,
+        tokens,
+        _dir: dir,
+    };
+    suite(&target).await;
+    assert!(target.tokens.exchanges.load(Ordering::SeqCst) >= 1);
 }
