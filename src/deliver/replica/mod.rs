@@ -401,7 +401,7 @@ impl ReplicaDestination {
         ctx: &DeliveryContext<'_>,
         batches: &mut BatchStream,
         bytes: &mut u64,
-    ) -> Result<(Counts, serde_json::Value)> {
+    ) -> Result<(Counts, serde_json::Value, serde_json::Value)> {
         let schema = ctx.schema;
         let ns = &self.cfg.schema;
         let names = table_names(schema);
@@ -428,6 +428,7 @@ impl ReplicaDestination {
             .map_err(fail("cannot create the staging table".into()))?;
 
         // 1. Binary COPY into the staging table, batch by batch.
+        let started = std::time::Instant::now();
         let encoder = CopyEncoder::new(schema, ctx.organization_id);
         let mut copy = tx
             .copy_in_raw(&format!(
@@ -482,7 +483,10 @@ impl ReplicaDestination {
             )));
         }
 
+        let copy_ms = started.elapsed().as_millis() as u64;
+
         // 2. History: every version once.
+        let started = std::time::Instant::now();
         let raw_inserted = if self.cfg.raw_history {
             sqlx::query(&format!(
                 "INSERT INTO {raw} ({cols}, {did}, {lat}) SELECT {cols}, $1, now() FROM {stage} \
@@ -500,7 +504,10 @@ impl ReplicaDestination {
             0
         };
 
+        let raw_ms = started.elapsed().as_millis() as u64;
+
         // 3. Analyst table: newest updated_at wins; never backwards.
+        let started = std::time::Instant::now();
         let row: sqlx::postgres::PgRow = sqlx::query(&upsert_statement(schema, &analyst))
             .fetch_one(&mut *tx)
             .await
@@ -514,7 +521,10 @@ impl ReplicaDestination {
             skipped_as_older: row.try_get("older").map_err(|e| classify("reading counts", e))?,
         };
 
+        let upsert_ms = started.elapsed().as_millis() as u64;
+
         // 4. The replay ledger.
+        let started = std::time::Instant::now();
         let ledger = qualified(ns, ddl::LEDGER);
         let (loads, first_loaded_at, loaded_at): (i32, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(&format!(
             "INSERT INTO {ledger} AS l (delivery_id, organization_id, table_name, schema_version, window_start, window_end, \
@@ -552,7 +562,13 @@ impl ReplicaDestination {
             "first_loaded_at": first_loaded_at,
             "loaded_at": loaded_at,
         });
-        Ok((counts, ledger))
+        let timings = serde_json::json!({
+            "copy_ms": copy_ms,
+            "raw_insert_ms": raw_ms,
+            "upsert_ms": upsert_ms,
+            "ledger_fence_commit_ms": started.elapsed().as_millis() as u64,
+        });
+        Ok((counts, ledger, timings))
     }
 }
 
@@ -655,7 +671,7 @@ impl Destination for ReplicaDestination {
             self.set_ready(schema, true);
         }
         let mut bytes = 0u64;
-        let (counts, ledger) = match self.load(&mut conn, ctx, &mut batches, &mut bytes).await {
+        let (counts, ledger, timings) = match self.load(&mut conn, ctx, &mut batches, &mut bytes).await {
             Ok(done) => done,
             Err(e) => {
                 // Check the tables again before the next attempt (one may have been dropped
@@ -697,6 +713,7 @@ impl Destination for ReplicaDestination {
                 "unchanged": unchanged,
                 "skipped_as_older": counts.skipped_as_older,
                 "ledger": ledger,
+                "timings_ms": timings,
                 "provenance": FileProvenance {
                     table: schema.table.name().to_string(),
                     schema_version: schema.version,
