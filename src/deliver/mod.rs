@@ -10,6 +10,7 @@
 
 pub mod bigquery;
 pub mod object;
+pub mod replica;
 
 use std::sync::Arc;
 
@@ -89,6 +90,7 @@ static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
     (DestinationKind::Bigquery, bigquery::build),
+    (DestinationKind::PostgresReplica, replica::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {
