@@ -8,6 +8,7 @@
 //! warehouse transaction). Adapters classify their errors into [`ErrorKind`]s; retries and
 //! dead-lettering are decided by the worker, not here.
 
+pub mod databricks;
 pub mod object;
 
 use std::sync::Arc;
@@ -87,6 +88,7 @@ type Builder = fn(&serde_json::Value) -> Result<Arc<dyn Destination>>;
 static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
+    (DestinationKind::Databricks, databricks::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {
