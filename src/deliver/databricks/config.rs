@@ -117,7 +117,7 @@ impl DatabricksConfig {
                 )));
             }
         }
-        if url.host_str().is_none() || url.path().trim_matches('/') != "" || url.query().is_some() {
+        if url.host_str().is_none() || !url.path().trim_matches('/').is_empty() || url.query().is_some() {
             return Err(Error::config(format!(
                 "invalid DATABRICKS host '{}': expected https://<workspace host> without a path",
                 self.host
