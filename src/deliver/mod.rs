@@ -9,6 +9,7 @@
 //! dead-lettering are decided by the worker, not here.
 
 pub mod bigquery;
+pub mod databricks;
 pub mod object;
 pub mod replica;
 
@@ -90,6 +91,7 @@ static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
     (DestinationKind::Bigquery, bigquery::build),
+    (DestinationKind::Databricks, databricks::build),
     (DestinationKind::PostgresReplica, replica::build),
 ];
 
