@@ -699,3 +699,123 @@ async fn migration_0003_keeps_existing_deliveries_and_watermarks_as_version_1() 
     // the old release into a key that does not exist here).
     verify(&env, Table::Findings, org, starts[1], data_end(), "parquet", &files);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cold storage during and after a dual-write window; source drift of a derived column.
+// ---------------------------------------------------------------------------------------------
+
+fn recall(env: &Env, org: Uuid, restore: bool) -> (Option<i32>, Vec<serde_json::Value>) {
+    let mut c = env.cli();
+    c.args(["archive", "recall", "--org", &org.to_string(), "--table", "findings"])
+        .args(["--from", "2000-01-01", "--to", "2100-01-01"]);
+    if restore {
+        c.arg("--restore");
+    }
+    let out = c.output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code(), lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_prefer_v1_proofs_and_v2_only_rows_are_recalled_but_not_restored() {
+    let Some(env) = Env::start(1_500, 2).await else {
+        return;
+    };
+    let (a, b) = (env.orgs[0], env.orgs[1]);
+    let (_oa, _, da) = env.local_parquet(a, &[Table::Findings], 3600, 3).await;
+    let out_b = tempfile::tempdir().unwrap();
+    let db = env
+        .add_destination(
+            b,
+            DestinationKind::ParquetS3,
+            "p",
+            serde_json::json!({"url": format!("file://{}", out_b.path().display())}),
+            &[Table::Findings],
+            3600,
+            3,
+        )
+        .await;
+    // a in a dual-write window, b on v2 only from the start.
+    set_versions(&env, &da.id.to_string(), &["--versions", "1,2"]);
+    set_versions(&env, &db.id.to_string(), &["--versions", "2"]);
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(outcomes.iter().all(|o| o.status == "delivered"));
+    let before_b: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT to_jsonb(f) FROM findings f WHERE organization_id = $1 ORDER BY id")
+            .bind(b)
+            .fetch_all(&env.control)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE organizations SET data_retention_days = 1 WHERE id = ANY($1)")
+        .bind(vec![a, b])
+        .execute(&env.control)
+        .await
+        .unwrap();
+    let out = env
+        .cli()
+        .args(["tombstone", "--execute", "--json", "--table", "findings"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let versions: Vec<(Uuid, i32, i64)> = sqlx::query_as(
+        "SELECT organization_id, schema_version, count(*) FROM cold_storage_archive GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&env.control)
+    .await
+    .unwrap();
+    let mut expected = vec![(a, 1, 0i64), (b, 2, before_b.len() as i64)];
+    expected[0].2 = versions.iter().find(|v| v.0 == a).map(|v| v.2).unwrap_or(0);
+    assert!(expected[0].2 > 0);
+    expected.sort();
+    assert_eq!(versions, expected, "a's rows proven by v1 deliveries, b's by v2");
+
+    // a: recalled from the v1 objects and restored.
+    let (code, recs) = recall(&env, a, true);
+    assert_eq!(code, Some(0), "{recs:?}");
+    assert!(recs.iter().all(|r| r["verified"] == true && r["restored"] == true));
+    // b: every row recalled from the v2 objects and verified against its tombstone (the hash of
+    // the v2 encoding, derived columns included), but not restored: v2 cannot be written back.
+    let (code, recs) = recall(&env, b, false);
+    assert_eq!(code, Some(0), "{recs:?}");
+    assert_eq!(recs.len(), before_b.len());
+    assert!(recs.iter().all(|r| r["verified"] == true));
+    assert!(recs[0]["row"]["risk_score"].is_string() && recs[0]["row"]["severity"].is_string());
+    let (code, recs) = recall(&env, b, true);
+    assert_eq!(code, Some(5));
+    let err = recs[0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("findings v2") && err.contains("severity, risk_score"),
+        "{err}"
+    );
+    assert_eq!(recs[0]["restored"], false);
+    assert_eq!(
+        env.count(&format!("SELECT count(*) FROM findings WHERE organization_id = '{b}'"))
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_column_whose_source_column_is_gone_is_schema_drift() {
+    let Some(env) = Env::start(10, 1).await else {
+        return;
+    };
+    let v2 = env.registry.get(Table::Findings, 2).unwrap();
+    tidemark::source::check_table(&env.source, &v2).await.unwrap();
+    sqlx::query("ALTER TABLE findings RENAME COLUMN cvss TO cvss_base")
+        .execute(&env.control)
+        .await
+        .unwrap();
+    let err = tidemark::source::check_table(&env.source, &v2).await.unwrap_err();
+    assert_eq!(err.kind(), tidemark::ErrorKind::Schema);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("column cvss is missing")
+            && msg.contains("derived column risk_score cannot be computed from the source")
+            && msg.contains("\"cvss\" does not exist"),
+        "{msg}"
+    );
+}

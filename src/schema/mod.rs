@@ -447,6 +447,46 @@ mod tests {
     }
 
     #[test]
+    fn every_schema_file_is_embedded_and_findings_v2_derives_two_columns() {
+        let reg = Registry::embedded();
+        assert_eq!(reg.versions(Table::Findings), vec![1, 2]);
+        assert_eq!(reg.versions(Table::Events), vec![1]);
+        let v2 = reg.get(Table::Findings, 2).unwrap();
+        let derived: Vec<&str> = v2.derived_columns().map(|c| c.name.as_str()).collect();
+        assert_eq!(derived, ["severity", "risk_score"]);
+        assert!(!v2.is_restorable() && reg.get(Table::Findings, 1).unwrap().is_restorable());
+        assert_eq!(reg.latest_restorable(Table::Findings).unwrap().version, 1);
+        let list = v2.select_list();
+        assert!(list.starts_with("\"id\", \"organization_id\""), "{list}");
+        assert!(list.contains("END)::text AS \"severity\", (round("), "{list}");
+        assert!(list.contains(", 2))::numeric(5,2) AS \"risk_score\""), "{list}");
+        // The Arrow schema carries the published (v2) types.
+        let arrow = v2.arrow_schema();
+        assert_eq!(
+            arrow.field_with_name("severity").unwrap().data_type(),
+            &arrow_schema::DataType::Utf8
+        );
+        assert_eq!(arrow.metadata()["tidemark.schema_version"], "2");
+    }
+
+    #[test]
+    fn expressions_are_refused_on_key_columns_and_must_be_one_expression() {
+        let base = serde_json::to_value(&*Registry::embedded().get(Table::Findings, 1).unwrap()).unwrap();
+        for (column, expr, wanted) in [
+            (0, "gen_random_uuid()", "keys windows"),
+            (15, "now()", "keys windows"),
+            (7, "severity; DROP TABLE findings", "without ';'"),
+            (7, "severity -- x", "without ';' or comments"),
+            (7, "  ", "non-empty"),
+        ] {
+            let mut json = base.clone();
+            json["columns"][column]["expression"] = expr.into();
+            let err = TableSchema::parse(&json.to_string(), "f/v1.json").unwrap_err();
+            assert!(err.to_string().contains(wanted), "{expr}: {err}");
+        }
+    }
+
+    #[test]
     fn quote_ident_escapes_quotes() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
