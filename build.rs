@@ -4,6 +4,7 @@
 use std::path::Path;
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=schemas");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
