@@ -9,7 +9,9 @@
 //! dead-lettering are decided by the worker, not here.
 
 pub mod bigquery;
+pub mod databricks;
 pub mod object;
+pub mod replica;
 
 use std::sync::Arc;
 
@@ -89,6 +91,8 @@ static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
     (DestinationKind::Bigquery, bigquery::build),
+    (DestinationKind::Databricks, databricks::build),
+    (DestinationKind::PostgresReplica, replica::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {
