@@ -9,6 +9,7 @@
 //! dead-lettering are decided by the worker, not here.
 
 pub mod object;
+pub mod snowflake;
 
 use std::sync::Arc;
 
@@ -87,6 +88,7 @@ type Builder = fn(&serde_json::Value) -> Result<Arc<dyn Destination>>;
 static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
+    (DestinationKind::Snowflake, snowflake::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {
