@@ -21,7 +21,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The destination failed in a way that may succeed later (network, 5xx, throttling).
     DestinationTransient,
-    /// The destination refused our credentials.
+    /// The destination refused our credentials. Not retried: repeating a refused login only
+    /// locks accounts and hides the problem; the delivery is dead-lettered with the
+    /// warehouse's message, and `tidemark retry` brings it back after the credentials are fixed.
     DestinationAuth,
     /// The destination rejected the data itself.
     DestinationRejected,
@@ -38,10 +40,7 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Unavailable
-                | ErrorKind::DestinationTransient
-                | ErrorKind::DestinationAuth
-                | ErrorKind::Unexpected
+            ErrorKind::Unavailable | ErrorKind::DestinationTransient | ErrorKind::Unexpected
         )
     }
 

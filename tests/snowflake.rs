@@ -751,3 +751,72 @@ async fn external_stage_mode_writes_the_file_to_the_customer_bucket() {
     assert_eq!(err.kind(), ErrorKind::DestinationTransient, "{err}");
     assert!(err.to_string().contains("COPY INTO"), "{err}");
 }
+
+/// The conformance target: one fakesnow, one database/schema shared by the scenarios (they use
+/// different tables and organizations), read back with the Python connector.
+struct SnowflakeTarget {
+    sf: Fakesnow,
+}
+
+#[async_trait::async_trait]
+impl common::conformance::Target for SnowflakeTarget {
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Snowflake
+    }
+
+    fn config(&self) -> Value {
+        self.sf.config()
+    }
+
+    fn bad_auth_config(&self) -> Option<Value> {
+        // SAFETY: every test of this binary sets the same value.
+        unsafe { std::env::set_var("TIDEMARK_TEST_SF_WRONG", "wrong") };
+        let mut c = self.sf.config();
+        c["password"] = json!({"env": "TIDEMARK_TEST_SF_WRONG"});
+        Some(c)
+    }
+
+    fn unreachable_config(&self) -> Value {
+        let mut c = self.sf.config();
+        c["base_url"] = format!("http://127.0.0.1:{}", free_port()).into();
+        c
+    }
+
+    async fn analyst_rows(&self, table: Table) -> Vec<(Uuid, DateTime<Utc>)> {
+        self.sf
+            .rows(&format!(
+                "SELECT \"ID\", DATE_PART(EPOCH_MICROSECOND, \"UPDATED_AT\") FROM {DATABASE}.{SCHEMA}.{}",
+                analyst(table)
+            ))
+            .into_iter()
+            .map(|r| {
+                let id = r[0].as_deref().unwrap().parse().unwrap();
+                let micros: i64 = r[1].as_deref().unwrap().parse().unwrap();
+                (id, DateTime::from_timestamp_micros(micros).unwrap())
+            })
+            .collect()
+    }
+
+    async fn raw_count(&self, table: Table) -> Option<u64> {
+        Some(
+            self.sf
+                .count(&format!("SELECT COUNT(*) FROM {DATABASE}.{SCHEMA}.{}", raw(table))),
+        )
+    }
+
+    async fn sabotage(&self, table: Table) -> Option<()> {
+        // The customer's raw table declares ID as a number: COPY cannot convert the uuids.
+        let schema = Registry::embedded().get(table, 1).unwrap();
+        let ddl = tidemark::deliver::snowflake::ddl::create_statements(&schema, Some((DATABASE, SCHEMA)));
+        let sabotaged = ddl[0].replace("\"ID\" VARCHAR(36) NOT NULL", "\"ID\" NUMBER(38,0) NOT NULL");
+        assert_ne!(sabotaged, ddl[0]);
+        self.sf.query(&[&sabotaged]);
+        Some(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflake_conforms() {
+    let Some(sf) = Fakesnow::start() else { return };
+    common::conformance::suite(&SnowflakeTarget { sf }).await;
+}
