@@ -820,3 +820,39 @@ async fn snowflake_conforms() {
     let Some(sf) = Fakesnow::start() else { return };
     common::conformance::suite(&SnowflakeTarget { sf }).await;
 }
+
+/// Internal stages of AWS-hosted accounts hand out S3 stage info with temporary credentials
+/// (fakesnow only emulates the GCS presigned form). The upload half is checked against moto
+/// with stage info shaped like Snowflake's; that Snowflake accepts the object is not (see the
+/// doc page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stage_info_uploads_with_its_temporary_credentials() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("sfc-stage");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("events_x.parquet");
+    std::fs::write(&local, b"PAR1 not really parquet PAR1").unwrap();
+    let info = json!({
+        "locationType": "S3", "location": "sfc-stage/tidemark/stages/abc/", "region": "us-east-1",
+        "endPoint": moto.endpoint(), "isClientSideEncrypted": false,
+        "creds": {"AWS_KEY_ID": "test", "AWS_SECRET_KEY": "test", "AWS_TOKEN": "session-token"},
+    });
+    let url = tidemark::deliver::snowflake::upload_s3_stage(&info, &local, "ZGlnZXN0", true)
+        .await
+        .unwrap();
+    assert_eq!(url, "s3://sfc-stage/tidemark/stages/abc/events_x.parquet");
+    let out = Command::new(python().unwrap())
+        .args([
+            "-c",
+            "import boto3,sys; o=boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').get_object(Bucket='sfc-stage', Key='tidemark/stages/abc/events_x.parquet'); print(o['Body'].read().decode(), o['Metadata'].get('sfc-digest'))",
+            &moto.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "PAR1 not really parquet PAR1 ZGlnZXN0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -264,10 +264,16 @@ impl SnowflakeDestination {
                     .await
                     .map_err(|e| Error::new(e.kind(), format!("{what}: {e}")))?;
             }
+            ("S3", _) => {
+                let allow_http = self.client.base_url().starts_with("http://");
+                upload_s3_stage(&info, local, sha256_b64, allow_http)
+                    .await
+                    .map_err(|e| Error::new(e.kind(), format!("{what}: {e}")))?;
+            }
             (other, _) => {
                 return Err(Error::config(format!(
-                    "{what}: the stage is backed by {} storage without a presigned URL; tidemark uploads to internal stages only \
-                     through presigned URLs (GCS-hosted accounts). On AWS or Azure accounts use an external stage \
+                    "{what}: the stage is backed by {} storage without a presigned URL; tidemark uploads to internal stages \
+                     through presigned URLs (GCS) or S3 credentials (AWS). On Azure accounts use an external stage \
                      (\"stage\": {{\"external\": …}})",
                     if other.is_empty() { "unknown" } else { other }
                 )));
@@ -467,6 +473,86 @@ impl SnowflakeDestination {
             "merge": {"query_id": merge.query_id, "counts": merge_counts},
         }))
     }
+}
+
+/// Uploads a staged file to the S3 location of a PUT's `stageInfo` (`locationType` S3) with the
+/// temporary credentials it carries (`creds.AWS_KEY_ID`, `AWS_SECRET_KEY`, `AWS_TOKEN`), as
+/// the drivers do for server-side-encrypted stages: key `<location><file>`, metadata
+/// `sfc-digest` = base64 SHA-256 of the file. `allow_http` only for loopback test servers.
+pub async fn upload_s3_stage(info: &Value, local: &Path, sha256_b64: &str, allow_http: bool) -> Result<String> {
+    let field = |k: &str| info.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let cred = |k: &str| {
+        info.get("creds")
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let location = field("location").ok_or_else(|| Error::unexpected("S3 stage info without a location"))?;
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    let (Some(key_id), Some(secret)) = (cred("AWS_KEY_ID"), cred("AWS_SECRET_KEY")) else {
+        return Err(Error::unexpected("S3 stage info without temporary credentials"));
+    };
+    let region = field("region").unwrap_or("us-east-1");
+    let mut b = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(region)
+        .with_access_key_id(key_id)
+        .with_secret_access_key(secret)
+        .with_allow_http(allow_http)
+        .with_client_options(object_store::ClientOptions::new().with_allow_http(allow_http));
+    if let Some(token) = cred("AWS_TOKEN") {
+        b = b.with_token(token);
+    }
+    let endpoint = match field("endPoint") {
+        Some(e) if e.contains("://") => Some(e.to_string()),
+        Some(e) => Some(format!("https://{e}")),
+        None if info.get("useS3RegionalUrl").and_then(Value::as_bool) == Some(true) => {
+            Some(format!("https://s3.{region}.amazonaws.com"))
+        }
+        None => None,
+    };
+    if let Some(e) = endpoint {
+        b = b.with_endpoint(e);
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        b.build()
+            .map_err(|e| Error::config(format!("unusable S3 stage info: {e}")))?,
+    );
+    let file = local.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let key = ObjectPath::from(format!("{}/{file}", prefix.trim_end_matches('/')).trim_start_matches('/'));
+    let mut attributes = object_store::Attributes::new();
+    attributes.insert(
+        object_store::Attribute::Metadata("sfc-digest".into()),
+        sha256_b64.to_string().into(),
+    );
+    let mut upload = object_store::buffered::BufWriter::with_capacity(store.clone(), key.clone(), 8 << 20)
+        .with_max_concurrency(2)
+        .with_attributes(attributes);
+    let mut f = tokio::fs::File::open(local)
+        .await
+        .map_err(|e| Error::unexpected("cannot reopen the encoded Parquet file").with_source(e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::unexpected("cannot read the encoded Parquet file").with_source(e))?;
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = upload.put(bytes::Bytes::copy_from_slice(&buf[..n])).await {
+            let _ = upload.abort().await;
+            return Err(super::object::classify(&format!("uploading to s3://{bucket}/{key}"), e));
+        }
+    }
+    tokio::io::AsyncWriteExt::shutdown(&mut upload).await.map_err(|e| {
+        Error::new(
+            ErrorKind::DestinationTransient,
+            format!("completing the upload to s3://{bucket}/{key}"),
+        )
+        .with_source(e)
+    })?;
+    Ok(format!("s3://{bucket}/{key}"))
 }
 
 fn copy_statement(raw: &str, source: &str, purge: bool) -> String {
