@@ -833,3 +833,57 @@ async fn databricks_conforms() {
     };
     suite(&DatabricksTarget { server }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_a_checked_destination_and_run_delivers_to_it() {
+    let Some(server) = Server::start(&[]) else { return };
+    let Some(env) = Env::start(300, 1).await else { return };
+    let org = env.orgs[0].to_string();
+    let add = |name: &str, config: Value| {
+        env.cli()
+            .args([
+                "destination",
+                "add",
+                "--org",
+                &org,
+                "--kind",
+                "DATABRICKS",
+                "--name",
+                name,
+            ])
+            .args([
+                "--tables",
+                "events,findings",
+                "--window",
+                "6h",
+                "--config",
+                &config.to_string(),
+            ])
+            .output()
+            .unwrap()
+    };
+    // The probe authenticates: a refused token is exit 4 and writes nothing.
+    let out = add(
+        "bad",
+        server.config(json!({"token": {"env": "TIDEMARK_TEST_DBX_WRONG"}})),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("Invalid access token") && !err.contains("dapi-wrong"),
+        "{err}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM warehouse_destinations").await, 0);
+    let out = add("dbx", server.config(json!({})));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.cli().args(["run", "--until-idle"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = env
+        .count("SELECT count(*) FROM warehouse_deliveries WHERE status <> 'delivered'")
+        .await;
+    assert_eq!(open, 0);
+    for table in [Table::Events, Table::Findings] {
+        let schema = env.registry.get(table, 1).unwrap();
+        compare_with_source(&env, &server, &schema, env.orgs[0]).await;
+    }
+}
