@@ -9,6 +9,8 @@ mod archive;
 mod demo;
 mod destination;
 mod output;
+#[cfg(feature = "query")]
+mod query;
 mod reference;
 mod run;
 mod schema;
@@ -85,6 +87,9 @@ enum Command {
     /// Cold storage: recall archived rows with verification, evidence reports, overrides.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    /// SQL over a Parquet export (local directory or a PARQUET_S3 destination) with DataFusion, with the same `latest` views as the warehouses.
+    #[cfg(feature = "query")]
+    Query(query::QueryArgs),
     /// Inspect the published schemas.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -198,6 +203,8 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         Command::Archive(cmd) => archive::run(ctx, cmd).await,
         Command::Schema(cmd) => schema::run(ctx, cmd),
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(feature = "query")]
+        Command::Query(args) => query::query(ctx, args).await,
         Command::Reference(cmd) => reference::run(ctx, cmd).await,
     }
 }
