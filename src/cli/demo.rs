@@ -40,9 +40,9 @@ pub struct DemoArgs {
     /// Concurrent deliveries.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Window length in seconds (at least 60, divides a day); longer windows, fewer files.
-    #[arg(long, default_value_t = 900)]
-    window: i32,
+    /// Window length (at least 60s, divides a day), e.g. 15m or 1d; longer windows, fewer files.
+    #[arg(long, default_value = "15m", value_parser = super::parse_duration_secs)]
+    window: i64,
     /// Export every organization (its own destinations, same directories), not only the first.
     #[arg(long)]
     all_orgs: bool,
@@ -159,7 +159,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
                     name: name.into(),
                     config,
                     enabled_tables: Table::ALL.to_vec(),
-                    window_seconds: args.window,
+                    window_seconds: args.window as i32,
                     grace_seconds: 60,
                     max_attempts: 8,
                     start_from: None,
