@@ -8,7 +8,10 @@
 //! warehouse transaction). Adapters classify their errors into [`ErrorKind`]s; retries and
 //! dead-lettering are decided by the worker, not here.
 
+pub mod bigquery;
+pub mod databricks;
 pub mod object;
+pub mod replica;
 
 use std::sync::Arc;
 
@@ -87,6 +90,9 @@ type Builder = fn(&serde_json::Value) -> Result<Arc<dyn Destination>>;
 static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
+    (DestinationKind::Bigquery, bigquery::build),
+    (DestinationKind::Databricks, databricks::build),
+    (DestinationKind::PostgresReplica, replica::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {
