@@ -480,3 +480,36 @@ async fn backfill_chunks_and_regular_windows_never_overlap() {
         &files,
     );
 }
+
+#[test]
+fn demo_refuses_a_window_that_does_not_divide_a_day_before_doing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = bin()
+        .args([
+            "demo",
+            "--window",
+            "7000",
+            "--all-orgs",
+            "--formats",
+            "parquet",
+            "--dir",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--window 7000s must be at least 60s and divide a day"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_dir.exists(), "nothing is created before the arguments are checked");
+    let out = bin().args(["demo", "--formats", "csv"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown format is a usage error: {}",
+        stderr(&out)
+    );
+}
