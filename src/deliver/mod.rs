@@ -10,6 +10,7 @@
 
 pub mod bigquery;
 pub mod databricks;
+pub mod ddl;
 pub mod object;
 pub mod replica;
 pub mod snowflake;
