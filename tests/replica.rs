@@ -581,6 +581,95 @@ async fn a_pre_existing_table_of_other_types_is_refused_not_cast() {
     assert_eq!(scalar_i64(&url, "SELECT count(*) FROM tidemark.events_v1").await, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_created_objects_work_with_only_dml_grants_and_the_view_follows_the_history_setting() {
+    let Some(env) = Env::start(500, 1).await else {
+        return;
+    };
+    let org = env.orgs[0];
+    let (url, mut config) = replica(&env, "replica", "pre").await;
+    // The operator creates everything from the generated DDL; tidemark may not create.
+    let schema = env.registry.get(Table::Identities, 1).unwrap();
+    let mut statements = ddl::create_statements(&schema, "pre", true);
+    statements.extend(ddl::control_statements("pre"));
+    // Exactly the grants docs/destinations/postgres-replica.md lists for create_tables = false.
+    statements.extend([
+        "CREATE ROLE replica_dml LOGIN".to_string(),
+        "GRANT USAGE ON SCHEMA pre TO replica_dml".to_string(),
+        "GRANT SELECT, INSERT, UPDATE ON pre.identities_v1, pre._tidemark_deliveries TO replica_dml".to_string(),
+        "GRANT SELECT, INSERT ON pre.identities_v1_raw, pre._tidemark_replica TO replica_dml".to_string(),
+    ]);
+    let mut c = connect(&url).await;
+    sqlx::raw_sql(&statements.join(";\n")).execute(&mut c).await.unwrap();
+    let dml_var = format!("TIDEMARK_TEST_REPLICA_DML_{}", env.pg.port());
+    // SAFETY: a variable named after this test's cluster.
+    unsafe {
+        std::env::set_var(
+            &dml_var,
+            format!("postgres://replica_dml@127.0.0.1:{}/replica", env.pg.port()),
+        )
+    };
+    let dml = json!({"url": {"env": dml_var}, "schema": "pre", "create_tables": false});
+    let build = |c: &serde_json::Value| tidemark::deliver::build(DestinationKind::PostgresReplica, c).unwrap();
+    build(&dml).check().await.unwrap();
+    // The same role may not create: with create_tables it fails its check as refused access.
+    let mut creating = dml.clone();
+    creating["create_tables"] = json!(true);
+    let e = build(&creating).check().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DestinationAuth, "{e}");
+    assert!(e.to_string().contains("42501"), "{e}");
+    env.add_destination(
+        org,
+        DestinationKind::PostgresReplica,
+        "pre",
+        dml,
+        &[Table::Identities],
+        900,
+        3,
+    )
+    .await;
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(outcomes.iter().all(|o| o.status == "delivered"), "{outcomes:#?}");
+    let source = source_rows(&env, Table::Identities, org).await;
+    assert_eq!(replica_rows(&url, "pre", "identities_v1").await, source);
+    assert_eq!(replica_rows(&url, "pre", "identities_v1_latest").await, source);
+    let view_sql = "SELECT pg_get_viewdef('pre.identities_v1_latest'::regclass)";
+    let def: String = sqlx::query_scalar(view_sql).fetch_one(&mut c).await.unwrap();
+    assert!(def.contains("identities_v1_raw"), "{def}");
+
+    // Without history, the view is re-pointed at the analyst table (same rows).
+    config["create_tables"] = json!(true);
+    config["raw_history"] = json!(false);
+    env.add_destination(
+        org,
+        DestinationKind::PostgresReplica,
+        "nohist",
+        config,
+        &[Table::Identities],
+        900,
+        3,
+    )
+    .await;
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(!outcomes.is_empty());
+    assert!(outcomes.iter().all(|o| o.status == "delivered"), "{outcomes:#?}");
+    let def: String = sqlx::query_scalar(view_sql).fetch_one(&mut c).await.unwrap();
+    assert!(
+        !def.contains("identities_v1_raw") && def.contains("identities_v1"),
+        "{def}"
+    );
+    assert_eq!(replica_rows(&url, "pre", "identities_v1_latest").await, source);
+    for o in &outcomes {
+        let r = receipt(&env, o.delivery_id).await;
+        assert_eq!(
+            r["unchanged"].as_u64(),
+            Some(o.rows),
+            "same rows again change nothing: {r}"
+        );
+        assert!(r["raw_table"].is_null(), "{r}");
+    }
+}
+
 /// Load rate of one dense window (~50k events rows): printed, not asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_rate_of_a_dense_window() {

@@ -71,72 +71,106 @@ pub fn column_list(schema: &TableSchema) -> String {
     schema.select_list()
 }
 
-/// `CREATE` statements of one table's replica objects, in execution order. Idempotent
-/// (`IF NOT EXISTS` / `OR REPLACE`) except the `COMMENT`s, which need ownership and are meant
-/// to run right after the tables were created.
-pub fn create_statements(schema: &TableSchema, namespace: &str, raw_history: bool) -> Vec<String> {
-    let names = table_names(schema);
-    let analyst = qualified(namespace, &names.analyst);
-    let raw = qualified(namespace, &names.raw);
-    let latest = qualified(namespace, &names.latest);
-    let columns: Vec<String> = schema.columns.iter().map(column_definition).collect();
-    let cols = column_list(schema);
-    let mut out = vec![format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(namespace))];
-    out.push(format!(
-        "CREATE TABLE IF NOT EXISTS {analyst} (\n  {},\n  PRIMARY KEY (\"id\")\n)",
-        columns.join(",\n  ")
-    ));
-    out.push(format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {analyst} (\"updated_at\")",
-        quote_ident(&format!("{}_updated_at_idx", names.analyst))
-    ));
-    if raw_history {
-        out.push(format!(
-            "CREATE TABLE IF NOT EXISTS {raw} (\n  {},\n  {} uuid NOT NULL,\n  {} timestamptz NOT NULL,\n  UNIQUE (\"id\", \"updated_at\")\n)",
-            columns.join(",\n  "),
-            quote_ident(DELIVERY_ID_COLUMN),
-            quote_ident(LOADED_AT_COLUMN),
-        ));
-        out.push(format!(
-            "CREATE OR REPLACE VIEW {latest} AS\n  SELECT DISTINCT ON (\"id\") {cols}\n  FROM {raw}\n  ORDER BY \"id\", \"updated_at\" DESC"
-        ));
-    } else {
-        out.push(format!(
-            "CREATE OR REPLACE VIEW {latest} AS\n  SELECT {cols} FROM {analyst}"
-        ));
-    }
-    let what = format!("{} v{}", schema.table, schema.version);
-    out.push(format!(
-        "COMMENT ON TABLE {analyst} IS {}",
-        quote_literal(&format!(
-            "{} One row per id, the newest updated_at wins (tidemark replica of {what}).",
-            schema.description
-        ))
-    ));
-    out.push(format!(
-        "COMMENT ON VIEW {latest} IS {}",
-        quote_literal(&format!("Newest version of each id of {what} (tidemark)."))
-    ));
-    let mut targets = vec![analyst.clone()];
-    if raw_history {
-        out.push(format!(
-            "COMMENT ON TABLE {raw} IS {}",
-            quote_literal(&format!(
-                "Every delivered version of {what}, append-only; unique on (id, updated_at) (tidemark)."
-            ))
-        ));
-        targets.push(raw.clone());
-    }
-    for t in &targets {
-        for c in &schema.columns {
-            out.push(format!(
-                "COMMENT ON COLUMN {t}.{} IS {}",
-                quote_ident(&c.name),
-                quote_literal(&c.description)
+/// One table's replica DDL, per object, so setup can create exactly what is missing (and
+/// comment only on what it created, which needs ownership).
+#[derive(Debug, Clone)]
+pub struct TableDdl {
+    /// `CREATE SCHEMA IF NOT EXISTS`.
+    pub schema: String,
+    /// The analyst table, its `updated_at` index and comments.
+    pub analyst: Vec<String>,
+    /// The history table and its comments; empty without history.
+    pub raw: Vec<String>,
+    /// `CREATE OR REPLACE VIEW … _latest` and its comment.
+    pub latest: Vec<String>,
+}
+
+impl TableDdl {
+    pub fn new(schema: &TableSchema, namespace: &str, raw_history: bool) -> TableDdl {
+        let names = table_names(schema);
+        let analyst = qualified(namespace, &names.analyst);
+        let raw = qualified(namespace, &names.raw);
+        let latest = qualified(namespace, &names.latest);
+        let columns: Vec<String> = schema.columns.iter().map(column_definition).collect();
+        let cols = column_list(schema);
+        let what = format!("{} v{}", schema.table, schema.version);
+        let column_comments = |target: &str| -> Vec<String> {
+            schema
+                .columns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "COMMENT ON COLUMN {target}.{} IS {}",
+                        quote_ident(&c.name),
+                        quote_literal(&c.description)
+                    )
+                })
+                .collect()
+        };
+        let mut analyst_sql = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {analyst} (\n  {},\n  PRIMARY KEY (\"id\")\n)",
+                columns.join(",\n  ")
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {analyst} (\"updated_at\")",
+                quote_ident(&format!("{}_updated_at_idx", names.analyst))
+            ),
+            format!(
+                "COMMENT ON TABLE {analyst} IS {}",
+                quote_literal(&format!(
+                    "{} One row per id, the newest updated_at wins (tidemark replica of {what}).",
+                    schema.description
+                ))
+            ),
+        ];
+        analyst_sql.extend(column_comments(&analyst));
+        let mut raw_sql = Vec::new();
+        let view = if raw_history {
+            raw_sql.push(format!(
+                "CREATE TABLE IF NOT EXISTS {raw} (\n  {},\n  {} uuid NOT NULL,\n  {} timestamptz NOT NULL,\n  UNIQUE (\"id\", \"updated_at\")\n)",
+                columns.join(",\n  "),
+                quote_ident(DELIVERY_ID_COLUMN),
+                quote_ident(LOADED_AT_COLUMN),
             ));
+            raw_sql.push(format!(
+                "COMMENT ON TABLE {raw} IS {}",
+                quote_literal(&format!(
+                    "Every delivered version of {what}, append-only; unique on (id, updated_at) (tidemark)."
+                ))
+            ));
+            raw_sql.extend(column_comments(&raw));
+            format!(
+                "CREATE OR REPLACE VIEW {latest} AS\n  SELECT DISTINCT ON (\"id\") {cols}\n  FROM {raw}\n  ORDER BY \"id\", \"updated_at\" DESC"
+            )
+        } else {
+            format!("CREATE OR REPLACE VIEW {latest} AS\n  SELECT {cols} FROM {analyst}")
+        };
+        TableDdl {
+            schema: format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(namespace)),
+            analyst: analyst_sql,
+            raw: raw_sql,
+            latest: vec![
+                view,
+                format!(
+                    "COMMENT ON VIEW {latest} IS {}",
+                    quote_literal(&format!("Newest version of each id of {what} (tidemark)."))
+                ),
+            ],
         }
     }
-    out
+}
+
+/// `CREATE` statements of one table's replica objects, in execution order: schema, analyst
+/// table, history table, view. Idempotent (`IF NOT EXISTS` / `OR REPLACE`) except the
+/// `COMMENT`s, which need ownership and are meant to run right after the objects were created.
+pub fn create_statements(schema: &TableSchema, namespace: &str, raw_history: bool) -> Vec<String> {
+    let ddl = TableDdl::new(schema, namespace, raw_history);
+    std::iter::once(ddl.schema)
+        .chain(ddl.analyst)
+        .chain(ddl.raw)
+        .chain(ddl.latest)
+        .collect()
 }
 
 /// The schema's bookkeeping tables: the replay ledger and the owning organization.

@@ -230,6 +230,12 @@ impl ReplicaDestination {
             move |e| classify(format!("{what} on the replica {}", self.target), e)
         };
         let mut tx = conn.begin().await.map_err(fail("cannot begin the setup transaction"))?;
+        // DDL on existing objects waits at most this long for their locks, instead of queueing
+        // (and holding up readers) behind long analyst queries; it fails transient (55P03).
+        sqlx::query("SET LOCAL lock_timeout = '10s'")
+            .execute(&mut *tx)
+            .await
+            .map_err(fail("cannot set lock_timeout"))?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tidemark-replica:' || $1, 0))")
             .bind(ns)
             .execute(&mut *tx)
@@ -344,15 +350,37 @@ impl ReplicaDestination {
         if !has(ddl::LEDGER) || !has(ddl::OWNER) {
             statements.extend(ddl::control_statements(ns).into_iter().skip(1));
         }
-        let table_missing = !has(&names.analyst) || (self.cfg.raw_history && !has(&names.raw));
-        let create = ddl::create_statements(schema, ns, self.cfg.raw_history);
-        if table_missing {
-            // Everything is IF NOT EXISTS / OR REPLACE; comments go on objects we just made.
-            statements.extend(create.into_iter().skip(1));
-        } else {
+        // Only what is missing is created (and commented: that needs ownership); the view is
+        // replaced every time, so it follows the columns and the `raw_history` setting.
+        if self.cfg.create_tables {
+            let ddl = ddl::TableDdl::new(schema, ns, self.cfg.raw_history);
+            if !has(&names.analyst) {
+                statements.extend(ddl.analyst);
+            }
+            if self.cfg.raw_history && !has(&names.raw) {
+                statements.extend(ddl.raw);
+            }
             statements.extend(add_columns.iter().cloned());
-            if !has(&names.latest) || !add_columns.is_empty() {
-                statements.extend(create.into_iter().filter(|s| s.starts_with("CREATE OR REPLACE VIEW")));
+            // The view is replaced only when it is missing or stale (it takes an exclusive
+            // lock on the view, which would queue behind analysts' long queries).
+            let (reads_raw, view_columns): (bool, i64) = if has(&names.latest) {
+                sqlx::query_as(
+                    "SELECT pg_get_viewdef(to_regclass($1)) LIKE '%' || $2 || '%', \
+                       (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0)",
+                )
+                .bind(qualified(ns, &names.latest))
+                .bind(&names.raw)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail("cannot read the latest view"))?
+            } else {
+                (false, 0)
+            };
+            let mut latest = ddl.latest.into_iter();
+            if !has(&names.latest) {
+                statements.extend(latest);
+            } else if reads_raw != self.cfg.raw_history || view_columns < schema.columns.len() as i64 {
+                statements.extend(latest.next());
             }
         }
         for statement in &statements {
@@ -383,7 +411,7 @@ impl ReplicaDestination {
         }
         tx.commit().await.map_err(fail("cannot commit the setup"))?;
         if !statements.is_empty() {
-            tracing::info!(
+            tracing::debug!(
                 target = %self.target,
                 schema = %ns,
                 table = %names.analyst,
@@ -483,6 +511,11 @@ impl ReplicaDestination {
             )));
         }
 
+        // Temporary tables are never auto-analyzed; the merge below plans better with stats.
+        (&mut *tx)
+            .execute(sqlx::raw_sql(&format!("ANALYZE {}", quote_ident(STAGE))))
+            .await
+            .map_err(fail("cannot analyze the staging table".into()))?;
         let copy_ms = started.elapsed().as_millis() as u64;
 
         // 2. History: every version once.
@@ -646,7 +679,42 @@ impl Destination for ReplicaDestination {
                     quote_ident(ns)
                 )));
             }
-            (true, _) => {
+            (true, false) => {
+                // Objects are pre-created: the ledger must be there and writable, and a
+                // temporary staging table possible. (The tables are checked per table at the
+                // first delivery.)
+                let ledger = qualified(ns, ddl::LEDGER);
+                let (has_ledger, temp): (bool, bool) = sqlx::query_as(
+                    "SELECT to_regclass($1) IS NOT NULL, has_database_privilege(current_database(), 'TEMP')",
+                )
+                .bind(&ledger)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail)?;
+                if !has_ledger {
+                    return Err(Error::config(format!(
+                        "the replica {} has no {ledger} and create_tables is false; create the replica objects first",
+                        self.target
+                    )));
+                }
+                if !temp {
+                    return Err(Error::new(
+                        ErrorKind::DestinationAuth,
+                        format!(
+                            "the replica role may not create temporary tables on {} (GRANT TEMPORARY ON DATABASE …)",
+                            self.target
+                        ),
+                    ));
+                }
+                // Writes the ledger needs (rolled back below).
+                sqlx::query(&format!(
+                    "UPDATE {ledger} SET loads = loads WHERE delivery_id = '00000000-0000-0000-0000-000000000000'"
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            }
+            (true, true) => {
                 // A throwaway table proves CREATE on the schema and that writes work.
                 (&mut *tx)
                     .execute(sqlx::raw_sql(&format!(
