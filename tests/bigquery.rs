@@ -972,3 +972,58 @@ async fn bigquery_conforms() {
     suite(&target).await;
     assert!(target.tokens.exchanges.load(Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_with_the_cli_and_fed_by_tidemark_run() {
+    let Some(env) = Env::start(600, 1).await else {
+        return;
+    };
+    let Some(emu) = BqEmulator::start() else { return };
+    let org = env.orgs[0];
+    let cfg = emu.config("cli").to_string();
+    let out = env
+        .cli()
+        .env("TIDEMARK_TEST_BQ_TOKEN", "emulator-accepts-any-token")
+        .args(["destination", "add", "--org", &org.to_string(), "--name", "warehouse"])
+        .args(["--kind", "BIGQUERY", "--tables", "events,identities", "--window", "6h"])
+        .args(["--config", &cfg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .cli()
+        .env("TIDEMARK_TEST_BQ_TOKEN", "emulator-accepts-any-token")
+        .args(["run", "--until-idle"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for table in [Table::Events, Table::Identities] {
+        let source = env
+            .count(&format!(
+                "SELECT count(*) FROM {} WHERE organization_id = '{org}'",
+                table.name()
+            ))
+            .await as u64;
+        assert!(source > 0);
+        let analyst = emu.count(&format!("SELECT count(*) FROM `cli`.`{}_v1`", table.name()));
+        assert_eq!(analyst, source, "{table}");
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM warehouse_deliveries WHERE status <> 'delivered'")
+            .await,
+        0
+    );
+
+    // A config the adapter refuses is refused by `destination add`, naming the field.
+    let out = env
+        .cli()
+        .args(["destination", "add", "--org", &org.to_string(), "--name", "plain"])
+        .args(["--kind", "BIGQUERY", "--no-check", "--config"])
+        .arg(json!({"project": PROJECT, "dataset": "cli", "access_token": "ya29.plaintext"}).to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plaintext secrets are not accepted"), "{err}");
+    assert!(!err.contains("ya29.plaintext"), "{err}");
+}

@@ -1,11 +1,14 @@
-//! `tidemark schema list|show`.
+//! `tidemark schema list|show|check|release`.
+
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
 use super::Context;
 use super::output::{json, print_table};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::schema::Table;
+use crate::schema::compat::{self, Baseline, LOCK_FILE};
 
 #[derive(Debug, Subcommand)]
 pub enum SchemaCommand {
@@ -22,11 +25,84 @@ pub enum SchemaCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Refuse non-additive changes to released schema files (exit 3 on any violation).
+    ///
+    /// Compares every `<table>/v<major>.json` in the schemas directory (--schemas-dir, default
+    /// ./schemas) with the previous release, recorded in `<dir>/RELEASED.json` by `schema
+    /// release`. Inside a major only new nullable columns after the released ones are allowed;
+    /// a breaking change goes in `v<major+1>.json`.
+    Check {
+        /// Compare with this lock file, or with this directory of schema files (e.g. the last
+        /// release's, from `git archive <tag> schemas | tar -x`), instead of <dir>/RELEASED.json.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the current schema files as released (rewrites <dir>/RELEASED.json); refuses,
+    /// like `check`, when a released contract was broken.
+    Release {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--schemas-dir`, else `./schemas`.
+fn schemas_dir(ctx: &Context) -> Result<PathBuf> {
+    let dir = ctx.schemas_dir.clone().unwrap_or_else(|| PathBuf::from("schemas"));
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(Error::invalid(format!(
+            "no schemas directory at {}: run in the repository root or pass --schemas-dir",
+            dir.display()
+        )))
+    }
+}
+
+fn check(ctx: &Context, against: Option<&Path>, as_json: bool) -> Result<u8> {
+    let dir = schemas_dir(ctx)?;
+    let baseline = match against {
+        Some(p) => Baseline::from_path(p),
+        None => Baseline::Lock(dir.join(LOCK_FILE)),
+    };
+    let report = compat::check(&dir, &baseline)?;
+    if as_json {
+        json(&report);
+    } else {
+        print!("{}", compat::render_text(&report));
+    }
+    Ok(if report.ok { 0 } else { 3 })
+}
+
+fn release(ctx: &Context, as_json: bool) -> Result<u8> {
+    let dir = schemas_dir(ctx)?;
+    let (report, changed) = compat::release(&dir)?;
+    let lock = dir.join(LOCK_FILE);
+    if as_json {
+        json(&serde_json::json!({"released": report.ok, "lock": lock, "changed": changed, "report": report}));
+    } else {
+        print!("{}", compat::render_text(&report));
+        if report.ok && changed {
+            println!("released: wrote {}; commit it with the schema files", lock.display());
+        } else if report.ok {
+            println!("released: {} already records these schema files", lock.display());
+        } else {
+            println!("not released: {} is unchanged", lock.display());
+        }
+    }
+    Ok(if report.ok { 0 } else { 3 })
 }
 
 pub fn run(ctx: &Context, cmd: SchemaCommand) -> Result<u8> {
+    match cmd {
+        SchemaCommand::Check { against, json } => return check(ctx, against.as_deref(), json),
+        SchemaCommand::Release { json } => return release(ctx, json),
+        _ => {}
+    }
     let registry = ctx.registry()?;
     match cmd {
+        SchemaCommand::Check { .. } | SchemaCommand::Release { .. } => unreachable!("handled above"),
         SchemaCommand::List { json: as_json } => {
             if as_json {
                 let list: Vec<_> = registry.iter().map(|s| serde_json::json!({"table": s.table, "version": s.version, "columns": s.columns.len(), "description": s.description})).collect();
@@ -64,7 +140,10 @@ pub fn run(ctx: &Context, cmd: SchemaCommand) -> Result<u8> {
                             c.name.clone(),
                             c.ty.to_string(),
                             if c.nullable { "null".into() } else { "not null".into() },
-                            c.description.clone(),
+                            match &c.expression {
+                                Some(e) => format!("{} [derived: {e}]", c.description),
+                                None => c.description.clone(),
+                            },
                         ]
                     })
                     .collect();

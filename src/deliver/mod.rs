@@ -12,6 +12,7 @@ pub mod bigquery;
 pub mod databricks;
 pub mod object;
 pub mod replica;
+pub mod snowflake;
 
 use std::sync::Arc;
 
@@ -93,6 +94,7 @@ static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::Bigquery, bigquery::build),
     (DestinationKind::Databricks, databricks::build),
     (DestinationKind::PostgresReplica, replica::build),
+    (DestinationKind::Snowflake, snowflake::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {

@@ -10,19 +10,18 @@ Endpoints (HTTP/1.1, 127.0.0.1):
                                       PUT ?overwrite=true|false (409 if it exists), 204 no body
   GET  /api/2.0/fs/directories/Volumes/...   {"contents": [{path, name, is_directory, ...}]}
   GET  /api/2.0/sql/warehouses/{id}   {"id", "name", "state": "RUNNING"}
-  POST /api/2.0/sql/statements        warehouse_id, statement, parameters, catalog, schema,
-                                      row_limit, wait_timeout 0s|5s..50s, on_wait_timeout
-                                      CONTINUE|CANCEL; disposition INLINE + format JSON_ARRAY
+  POST /api/2.0/sql/statements        warehouse_id, statement, parameters, wait_timeout 0s or
+                                      5s..50s, on_wait_timeout CONTINUE|CANCEL; disposition
+                                      INLINE + format JSON_ARRAY (catalog/schema/row_limit: no)
   GET  /api/2.0/sql/statements/{id}   PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELED
   POST /api/2.0/sql/statements/{id}/cancel
 HTTP errors are {"error_code", "message"}: 401 UNAUTHENTICATED (no bearer token), 403
-PERMISSION_DENIED (unknown or expired token), 404
-RESOURCE_DOES_NOT_EXIST, 400 INVALID_PARAMETER_VALUE, 409 ALREADY_EXISTS, 429/503
-TEMPORARILY_UNAVAILABLE (injected). A failed statement is HTTP 200, state FAILED, status.error
+PERMISSION_DENIED (unknown or expired token), 404 RESOURCE_DOES_NOT_EXIST, 400
+INVALID_PARAMETER_VALUE, 409 ALREADY_EXISTS, 429/503 TEMPORARILY_UNAVAILABLE (injected). A failed statement is HTTP 200, state FAILED, status.error
 {error_code, message}, the message "[ERROR_CLASS] <DuckDB's own text>".
 
 SQL (the subset tidemark emits, translated to DuckDB): backtick identifiers, literals with
-backslash escapes, :name parameters; CREATE CATALOG/SCHEMA/VOLUME; CREATE TABLE ... USING DELTA
+backslash escapes, :name parameters; CREATE SCHEMA/VOLUME; CREATE TABLE ... USING DELTA
 (COMMENTs dropped; STRING, TIMESTAMP -> TIMESTAMPTZ in UTC, TIMESTAMP_NTZ, ARRAY<T>); CREATE
 VIEW; MERGE INTO (DuckDB's, counted via RETURNING); SELECT; INSERT/UPDATE/DELETE/DROP. COPY INTO
 t FROM '/Volumes/..' | (SELECT list FROM '/Volumes/..') FILEFORMAT = PARQUET [FILES = (..) |
@@ -31,8 +30,9 @@ read_parquet(file) per file, in one transaction with a per-table ledger of loade
 loaded before is skipped even if it changed, as on Databricks. Result: num_affected_rows,
 num_inserted_rows, num_skipped_corrupt_files.
 NOT emulated: Delta files and time travel, mergeSchema, other file formats, EXTERNAL_LINKS,
-ARROW_STREAM, result chunks (all rows come inline), grants, Unity Catalog REST, VARIANT, the
-catalog name `main` (reserved by DuckDB), Delta's concurrency rules (DuckDB conflicts = ABORTED).
+ARROW_STREAM, result chunks (all rows come inline), grants, Unity Catalog REST, VARIANT, CREATE
+CATALOG (catalogs come from --volume; `main` is reserved by DuckDB), Delta's concurrency rules
+(a DuckDB write conflict is FAILED with error_code ABORTED).
 
 Test hooks (no auth): POST /_test/fail_next {"count", "status"=503, "path_prefix"?, "method"?},
 POST /_test/fail_statements {"count", "error_code", "message"}, POST /_test/statement_delay
@@ -64,7 +64,6 @@ LOCK = threading.Lock()
 STATE = {"fail_next": [], "fail_statements": [], "delay": 0.0, "stats": {}}
 TOKENS = {}  # OAuth access token -> expiry (epoch seconds)
 STATEMENTS = {}
-NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 class ApiError(Exception):
@@ -79,25 +78,20 @@ class SqlError(Exception):
         self.cls, self.message, self.code = cls, message, code
 
 
-def bump(key):
-    with LOCK:
-        STATE["stats"][key] = STATE["stats"].get(key, 0) + 1
-
-
 # ----------------------------------------------------------------------------- catalogs and volumes
 def attach(catalog):
-    if not NAME.match(catalog):
+    """A Unity Catalog catalog is an attached DuckDB file holding its schemas and its COPY ledger."""
+    if not re.fullmatch(r"[\w-]+", catalog):
         raise SqlError("INVALID_IDENTIFIER", f"catalog name {catalog!r} is not supported here")
     with LOCK:
-        known = {r[0] for r in DB.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
-        if catalog not in known:
+        if catalog not in {r[0] for r in DB.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
             DB.execute(f"ATTACH '{os.path.join(ARGS.data, catalog + '.duckdb')}' AS \"{catalog}\"")
             DB.execute(f'CREATE TABLE IF NOT EXISTS "{catalog}".main.copy_into_ledger '
                        "(table_name VARCHAR, file_path VARCHAR, rows BIGINT, loaded_at TIMESTAMPTZ)")
 
 
-def volume_dir(catalog, schema, volume):
-    return os.path.join(ARGS.data, "volumes", catalog, schema, volume)
+def volume_dir(*names):
+    return os.path.join(ARGS.data, "volumes", *names)
 
 
 def create_volume(catalog, schema, volume, if_not_exists):
@@ -248,6 +242,8 @@ def copy_into(cur, sql):
 
 
 READS = ("SELECT", "WITH", "VALUES", "DESCRIBE", "SHOW", "FROM")
+FORMATS = {"TIMESTAMP WITH TIME ZONE": "strftime(timezone('UTC', {q}), '%Y-%m-%dT%H:%M:%S.%fZ')",
+           "TIMESTAMP": "strftime({q}, '%Y-%m-%dT%H:%M:%S.%f')"}  # JSON_ARRAY text of a value
 
 
 def execute(cur, raw_sql, params):
@@ -256,27 +252,15 @@ def execute(cur, raw_sql, params):
     first = (re.findall(r"^\w+", sql) or [""])[0].upper()
     if first == "COPY":
         return copy_into(cur, sql)
-    m = re.match(r"^CREATE\s+CATALOG\s+(IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?$", sql, re.I)
-    if m:
-        attach(m[2])
-        return [], [], []
     m = re.match(r'^CREATE\s+VOLUME\s+(IF\s+NOT\s+EXISTS\s+)?"?([\w-]+)"?\."?([\w-]+)"?\."?([\w-]+)"?$', sql, re.I)
     if m:
         create_volume(m[2], m[3], m[4], bool(m[1]))
         return [], [], []
     if first in READS:
         rel = cur.sql(sql, params=params or None)
-        fmt = []
-        for name, typ in zip(rel.columns, rel.types):
-            q, t = '"' + name.replace('"', '""') + '"', str(typ)
-            if t == "TIMESTAMP WITH TIME ZONE":
-                fmt.append(f"strftime(timezone('UTC', {q}), '%Y-%m-%dT%H:%M:%S.%fZ')")
-            elif t == "TIMESTAMP":
-                fmt.append(f"strftime({q}, '%Y-%m-%dT%H:%M:%S.%f')")
-            elif t.endswith("[]") or t.startswith(("STRUCT", "MAP")):
-                fmt.append(f"to_json({q})::VARCHAR")
-            else:
-                fmt.append(f"CAST({q} AS VARCHAR)")
+        fmt = [FORMATS.get(str(t), "to_json({q})::VARCHAR" if str(t)[-1] == "]" or str(t)[:3] in ("STR", "MAP")
+                           else "CAST({q} AS VARCHAR)").format(q='"' + c.replace('"', '""') + '"')
+               for c, t in zip(rel.columns, rel.types)]
         rows = rel.query("q", f"SELECT {', '.join(fmt) or '1'} FROM q").fetchall()
         return rel.columns, [str(t) for t in rel.types], [list(r) for r in rows]
     if first == "MERGE":
@@ -287,12 +271,10 @@ def execute(cur, raw_sql, params):
         cols = ["num_affected_rows", "num_updated_rows", "num_deleted_rows", "num_inserted_rows"]
         return cols, ["BIGINT"] * 4, [[str(len(actions)), str(n["UPDATE"]), str(n["DELETE"]), str(n["INSERT"])]]
     res = cur.execute(sql, params or None)
-    if first in ("INSERT", "UPDATE", "DELETE"):
-        n = str(res.fetchone()[0])
-        if first == "INSERT":
-            return ["num_affected_rows", "num_inserted_rows"], ["BIGINT"] * 2, [[n, n]]
-        return ["num_affected_rows"], ["BIGINT"], [[n]]
-    return [], [], []
+    if first not in ("INSERT", "UPDATE", "DELETE"):
+        return [], [], []
+    cols = ["num_affected_rows", "num_inserted_rows"][: 2 if first == "INSERT" else 1]
+    return cols, ["BIGINT"] * len(cols), [[str(res.fetchone()[0])] * len(cols)]
 
 
 ERROR_CLASSES = [  # (DuckDB exception, message pattern, Databricks-like error class)
@@ -344,25 +326,17 @@ def run_statement(st, body):
         injected = STATE["fail_statements"].pop(0) if STATE["fail_statements"] else None
     try:
         cur.execute("SET TimeZone = 'UTC'")
-        if body.get("catalog"):
-            attach(body["catalog"])
-            cur.execute(f'USE "{body["catalog"]}"' + (f'."{body["schema"]}"' if body.get("schema") else ""))
         if injected:
             raise SqlError(injected.get("class", "INJECTED"), injected.get("message", "injected failure"),
                            injected.get("error_code", "TEMPORARILY_UNAVAILABLE"))
         params = {p["name"]: p.get("value") for p in body.get("parameters") or []}
         cols, types, rows = execute(cur, body["statement"], params)
-        limit = body.get("row_limit")
-        truncated = limit is not None and len(rows) > int(limit)
-        rows = rows[: int(limit)] if truncated else rows
-        columns = []
-        for i, (c, t) in enumerate(zip(cols, types)):
-            name, text, extra = type_info(t)
-            columns.append(dict(name=c, position=i, type_name=name, type_text=text, **extra))
+        columns = [dict(name=c, position=i, type_name=info[0], type_text=info[1], **info[2])
+                   for i, (c, info) in enumerate(zip(cols, map(type_info, types)))]
         chunk = {"chunk_index": 0, "row_offset": 0, "row_count": len(rows)}
         result = dict(chunk, data_array=rows) if rows else dict(chunk)
         manifest = {"format": "JSON_ARRAY", "schema": {"column_count": len(columns), "columns": columns},
-                    "total_chunk_count": 1, "chunks": [chunk], "total_row_count": len(rows), "truncated": truncated}
+                    "total_chunk_count": 1, "chunks": [chunk], "total_row_count": len(rows), "truncated": False}
         with LOCK:
             if st["status"]["state"] != "CANCELED":
                 st.update(manifest=manifest, result=result, status={"state": "SUCCEEDED"})
@@ -378,13 +352,6 @@ def run_statement(st, body):
 
 def public(st):
     return {k: st[k] for k in ("statement_id", "status", "manifest", "result") if k in st}
-
-
-def parse_wait(value):
-    m = re.fullmatch(r"(\d+)s", value or "10s")
-    if not m or not (int(m[1]) == 0 or 5 <= int(m[1]) <= 50):
-        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"wait_timeout must be 0s or between 5s and 50s: {value}")
-    return int(m[1])
 
 
 def cancel(st):
@@ -406,7 +373,10 @@ def submit(body):
     on_timeout = body.get("on_wait_timeout", "CONTINUE")
     if on_timeout not in ("CONTINUE", "CANCEL"):
         raise ApiError(400, "INVALID_PARAMETER_VALUE", f"on_wait_timeout: {on_timeout}")
-    wait = parse_wait(body.get("wait_timeout"))
+    m = re.fullmatch(r"(\d+)s", body.get("wait_timeout") or "10s")
+    if not m or not (int(m[1]) == 0 or 5 <= int(m[1]) <= 50):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"wait_timeout must be 0s or 5s to 50s: {body['wait_timeout']}")
+    wait = int(m[1])
     sid = str(uuid.uuid4())
     st = {"statement_id": sid, "status": {"state": "PENDING"}, "done": threading.Event(),
           "cancel": threading.Event()}
@@ -463,7 +433,9 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self):
         url = urllib.parse.urlsplit(self.path)
         path, query = urllib.parse.unquote(url.path), urllib.parse.parse_qs(url.query)
-        bump(f"{self.command} {re.sub(r'/[0-9a-f-]{36}', '/{id}', path) if '/sql/' in path else path.split('/Volumes')[0]}")
+        route = re.sub(r"/[0-9a-f-]{36}", "/{id}", path) if "/sql/" in path else path.split("/Volumes")[0]
+        with LOCK:  # counters for /_test/stats, by method and route
+            STATE["stats"][f"{self.command} {route}"] = STATE["stats"].get(f"{self.command} {route}", 0) + 1
         try:
             if path.startswith("/_test/"):
                 return self.test_hook(path)
@@ -524,7 +496,7 @@ class Handler(BaseHTTPRequestHandler):
         token = "eyJ" + secrets.token_urlsafe(24)
         with LOCK:
             TOKENS[token] = time.time() + ARGS.oauth_ttl
-        bump("oauth tokens issued")
+            STATE["stats"]["oauth tokens issued"] = STATE["stats"].get("oauth tokens issued", 0) + 1
         self.reply(200, {"access_token": token, "token_type": "Bearer", "expires_in": ARGS.oauth_ttl,
                          "scope": " ".join(form.get("scope", ["all-apis"]))})
 
@@ -561,15 +533,9 @@ class Handler(BaseHTTPRequestHandler):
         local, _ = local_path(vpath)
         if not os.path.isdir(local):
             raise ApiError(404, "NOT_FOUND", f"The directory being accessed is not found: {vpath}.")
-        contents = []
-        for name in sorted(os.listdir(local)):
-            if ".upload-" in name:
-                continue
-            full = os.path.join(local, name)
-            entry = {"path": f"{vpath}/{name}", "name": name, "is_directory": os.path.isdir(full)}
-            if not entry["is_directory"]:
-                entry.update(file_size=os.path.getsize(full), last_modified=int(os.path.getmtime(full) * 1000))
-            contents.append(entry)
+        contents = [{"path": f"{vpath}/{e.name}", "name": e.name, "is_directory": e.is_dir()} | (
+            {} if e.is_dir() else {"file_size": e.stat().st_size, "last_modified": int(e.stat().st_mtime * 1000)})
+            for e in sorted(os.scandir(local), key=lambda e: e.name) if ".upload-" not in e.name]
         self.reply(200, {"contents": contents} if contents else {})
 
     def test_hook(self, path):
