@@ -24,37 +24,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."assets_v1" (
 
 CREATE INDEX IF NOT EXISTS "assets_v1_updated_at_idx" ON "tidemark"."assets_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."assets_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "hostname" text NOT NULL,
-  "asset_type" text NOT NULL,
-  "ip" inet,
-  "os" text NOT NULL,
-  "os_version" text,
-  "owner_identity_id" uuid,
-  "criticality" smallint NOT NULL,
-  "internet_exposed" boolean NOT NULL,
-  "tags" text[] NOT NULL,
-  "first_seen" date NOT NULL,
-  "last_seen_at" timestamp with time zone,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."assets_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "hostname", "asset_type", "ip", "os", "os_version", "owner_identity_id", "criticality", "internet_exposed", "tags", "first_seen", "last_seen_at", "created_at", "updated_at"
-  FROM "tidemark"."assets_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."assets_v1" IS 'One device, server, container or cloud resource of an organization discovered by sensors or scanners. One row per id, the newest updated_at wins (tidemark replica of assets v1).';
-
-COMMENT ON VIEW "tidemark"."assets_v1_latest" IS 'Newest version of each id of assets v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."assets_v1_raw" IS 'Every delivered version of assets v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."assets_v1"."id" IS 'Unique identifier of the asset.';
 
@@ -86,6 +56,29 @@ COMMENT ON COLUMN "tidemark"."assets_v1"."created_at" IS 'When the asset row was
 
 COMMENT ON COLUMN "tidemark"."assets_v1"."updated_at" IS 'When the asset row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."assets_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "hostname" text NOT NULL,
+  "asset_type" text NOT NULL,
+  "ip" inet,
+  "os" text NOT NULL,
+  "os_version" text,
+  "owner_identity_id" uuid,
+  "criticality" smallint NOT NULL,
+  "internet_exposed" boolean NOT NULL,
+  "tags" text[] NOT NULL,
+  "first_seen" date NOT NULL,
+  "last_seen_at" timestamp with time zone,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."assets_v1_raw" IS 'Every delivered version of assets v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."assets_v1_raw"."id" IS 'Unique identifier of the asset.';
 
 COMMENT ON COLUMN "tidemark"."assets_v1_raw"."organization_id" IS 'Tenant organization that owns this asset; every export is scoped to one organization.';
@@ -115,4 +108,11 @@ COMMENT ON COLUMN "tidemark"."assets_v1_raw"."last_seen_at" IS 'When a sensor or
 COMMENT ON COLUMN "tidemark"."assets_v1_raw"."created_at" IS 'When the asset row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."assets_v1_raw"."updated_at" IS 'When the asset row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."assets_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "hostname", "asset_type", "ip", "os", "os_version", "owner_identity_id", "criticality", "internet_exposed", "tags", "first_seen", "last_seen_at", "created_at", "updated_at"
+  FROM "tidemark"."assets_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."assets_v1_latest" IS 'Newest version of each id of assets v1 (tidemark).';
 

@@ -23,36 +23,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."audit_log_v1" (
 
 CREATE INDEX IF NOT EXISTS "audit_log_v1_updated_at_idx" ON "tidemark"."audit_log_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."audit_log_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "actor_id" uuid,
-  "actor_type" text NOT NULL,
-  "action" text NOT NULL,
-  "target_type" text NOT NULL,
-  "target_id" uuid,
-  "ip" inet,
-  "user_agent" text,
-  "success" boolean NOT NULL,
-  "metadata" jsonb NOT NULL,
-  "occurred_at" timestamp with time zone NOT NULL,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."audit_log_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "actor_id", "actor_type", "action", "target_type", "target_id", "ip", "user_agent", "success", "metadata", "occurred_at", "created_at", "updated_at"
-  FROM "tidemark"."audit_log_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."audit_log_v1" IS 'One audited administrative or security-relevant action taken by a user, API key or the platform itself. One row per id, the newest updated_at wins (tidemark replica of audit_log v1).';
-
-COMMENT ON VIEW "tidemark"."audit_log_v1_latest" IS 'Newest version of each id of audit_log v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."audit_log_v1_raw" IS 'Every delivered version of audit_log v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."audit_log_v1"."id" IS 'Unique identifier of the audit entry.';
 
@@ -82,6 +53,28 @@ COMMENT ON COLUMN "tidemark"."audit_log_v1"."created_at" IS 'When the audit entr
 
 COMMENT ON COLUMN "tidemark"."audit_log_v1"."updated_at" IS 'When the audit entry row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."audit_log_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "actor_id" uuid,
+  "actor_type" text NOT NULL,
+  "action" text NOT NULL,
+  "target_type" text NOT NULL,
+  "target_id" uuid,
+  "ip" inet,
+  "user_agent" text,
+  "success" boolean NOT NULL,
+  "metadata" jsonb NOT NULL,
+  "occurred_at" timestamp with time zone NOT NULL,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."audit_log_v1_raw" IS 'Every delivered version of audit_log v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."audit_log_v1_raw"."id" IS 'Unique identifier of the audit entry.';
 
 COMMENT ON COLUMN "tidemark"."audit_log_v1_raw"."organization_id" IS 'Tenant organization that owns this audit entry; every export is scoped to one organization.';
@@ -109,4 +102,11 @@ COMMENT ON COLUMN "tidemark"."audit_log_v1_raw"."occurred_at" IS 'When the actio
 COMMENT ON COLUMN "tidemark"."audit_log_v1_raw"."created_at" IS 'When the audit entry row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."audit_log_v1_raw"."updated_at" IS 'When the audit entry row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."audit_log_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "actor_id", "actor_type", "action", "target_type", "target_id", "ip", "user_agent", "success", "metadata", "occurred_at", "created_at", "updated_at"
+  FROM "tidemark"."audit_log_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."audit_log_v1_latest" IS 'Newest version of each id of audit_log v1 (tidemark).';
 

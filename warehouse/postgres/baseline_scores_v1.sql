@@ -23,36 +23,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."baseline_scores_v1" (
 
 CREATE INDEX IF NOT EXISTS "baseline_scores_v1_updated_at_idx" ON "tidemark"."baseline_scores_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."baseline_scores_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "asset_id" uuid,
-  "framework" text NOT NULL,
-  "control_id" text NOT NULL,
-  "control_title" text NOT NULL,
-  "score" numeric(5,2) NOT NULL,
-  "score_delta" numeric(6,2),
-  "passed" boolean NOT NULL,
-  "weight" double precision NOT NULL,
-  "measured_on" date NOT NULL,
-  "evidence" jsonb,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."baseline_scores_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "asset_id", "framework", "control_id", "control_title", "score", "score_delta", "passed", "weight", "measured_on", "evidence", "created_at", "updated_at"
-  FROM "tidemark"."baseline_scores_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."baseline_scores_v1" IS 'One measurement of a compliance control for an organization or asset against a security baseline framework. One row per id, the newest updated_at wins (tidemark replica of baseline_scores v1).';
-
-COMMENT ON VIEW "tidemark"."baseline_scores_v1_latest" IS 'Newest version of each id of baseline_scores v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."baseline_scores_v1_raw" IS 'Every delivered version of baseline_scores v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1"."id" IS 'Unique identifier of the measurement.';
 
@@ -82,6 +53,28 @@ COMMENT ON COLUMN "tidemark"."baseline_scores_v1"."created_at" IS 'When the base
 
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1"."updated_at" IS 'When the baseline score row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."baseline_scores_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "asset_id" uuid,
+  "framework" text NOT NULL,
+  "control_id" text NOT NULL,
+  "control_title" text NOT NULL,
+  "score" numeric(5,2) NOT NULL,
+  "score_delta" numeric(6,2),
+  "passed" boolean NOT NULL,
+  "weight" double precision NOT NULL,
+  "measured_on" date NOT NULL,
+  "evidence" jsonb,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."baseline_scores_v1_raw" IS 'Every delivered version of baseline_scores v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1_raw"."id" IS 'Unique identifier of the measurement.';
 
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1_raw"."organization_id" IS 'Tenant organization that owns this baseline score; every export is scoped to one organization.';
@@ -109,4 +102,11 @@ COMMENT ON COLUMN "tidemark"."baseline_scores_v1_raw"."evidence" IS 'Collector n
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1_raw"."created_at" IS 'When the baseline score row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1_raw"."updated_at" IS 'When the baseline score row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."baseline_scores_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "asset_id", "framework", "control_id", "control_title", "score", "score_delta", "passed", "weight", "measured_on", "evidence", "created_at", "updated_at"
+  FROM "tidemark"."baseline_scores_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."baseline_scores_v1_latest" IS 'Newest version of each id of baseline_scores v1 (tidemark).';
 

@@ -25,38 +25,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."events_v1" (
 
 CREATE INDEX IF NOT EXISTS "events_v1_updated_at_idx" ON "tidemark"."events_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."events_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "source" text NOT NULL,
-  "event_type" text NOT NULL,
-  "severity" smallint NOT NULL,
-  "actor_ip" inet,
-  "identity_id" uuid,
-  "asset_id" uuid,
-  "tags" text[] NOT NULL,
-  "payload" jsonb NOT NULL,
-  "risk_score" numeric(6,2),
-  "occurred_at" timestamp with time zone NOT NULL,
-  "bytes_in" bigint,
-  "clock_skew_ms" integer,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."events_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "source", "event_type", "severity", "actor_ip", "identity_id", "asset_id", "tags", "payload", "risk_score", "occurred_at", "bytes_in", "clock_skew_ms", "created_at", "updated_at"
-  FROM "tidemark"."events_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."events_v1" IS 'One security event ingested from a sensor or integration, normalized to a common envelope with the raw vendor payload attached. One row per id, the newest updated_at wins (tidemark replica of events v1).';
-
-COMMENT ON VIEW "tidemark"."events_v1_latest" IS 'Newest version of each id of events v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."events_v1_raw" IS 'Every delivered version of events v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."events_v1"."id" IS 'Unique identifier of the event.';
 
@@ -90,6 +59,30 @@ COMMENT ON COLUMN "tidemark"."events_v1"."created_at" IS 'When the event row was
 
 COMMENT ON COLUMN "tidemark"."events_v1"."updated_at" IS 'When the event row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."events_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "source" text NOT NULL,
+  "event_type" text NOT NULL,
+  "severity" smallint NOT NULL,
+  "actor_ip" inet,
+  "identity_id" uuid,
+  "asset_id" uuid,
+  "tags" text[] NOT NULL,
+  "payload" jsonb NOT NULL,
+  "risk_score" numeric(6,2),
+  "occurred_at" timestamp with time zone NOT NULL,
+  "bytes_in" bigint,
+  "clock_skew_ms" integer,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."events_v1_raw" IS 'Every delivered version of events v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."events_v1_raw"."id" IS 'Unique identifier of the event.';
 
 COMMENT ON COLUMN "tidemark"."events_v1_raw"."organization_id" IS 'Tenant organization that owns this event; every export is scoped to one organization.';
@@ -121,4 +114,11 @@ COMMENT ON COLUMN "tidemark"."events_v1_raw"."clock_skew_ms" IS 'Sensor clock mi
 COMMENT ON COLUMN "tidemark"."events_v1_raw"."created_at" IS 'When the event row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."events_v1_raw"."updated_at" IS 'When the event row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."events_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "source", "event_type", "severity", "actor_ip", "identity_id", "asset_id", "tags", "payload", "risk_score", "occurred_at", "bytes_in", "clock_skew_ms", "created_at", "updated_at"
+  FROM "tidemark"."events_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."events_v1_latest" IS 'Newest version of each id of events v1 (tidemark).';
 

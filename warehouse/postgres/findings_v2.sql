@@ -26,39 +26,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."findings_v2" (
 
 CREATE INDEX IF NOT EXISTS "findings_v2_updated_at_idx" ON "tidemark"."findings_v2" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."findings_v2_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "rule_id" uuid NOT NULL,
-  "event_id" uuid,
-  "asset_id" uuid,
-  "identity_id" uuid,
-  "title" text NOT NULL,
-  "severity" text NOT NULL,
-  "risk_score" numeric(5,2) NOT NULL,
-  "status" text NOT NULL,
-  "cvss" numeric(3,1),
-  "escalated" boolean NOT NULL,
-  "details" jsonb NOT NULL,
-  "resolved_at" timestamp with time zone,
-  "due_on" date,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."findings_v2_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "rule_id", "event_id", "asset_id", "identity_id", "title", (CASE severity WHEN 0 THEN 'informational' WHEN 1 THEN 'low' WHEN 2 THEN 'medium' WHEN 3 THEN 'high' WHEN 4 THEN 'critical' ELSE 'unknown' END)::text AS "severity", (round(least(100, greatest(0, coalesce(cvss * 6, least(greatest(severity, 0), 4) * 15) + least(greatest(severity, 0), 4) * 7.5 + CASE WHEN escalated THEN 10 ELSE 0 END)), 2))::numeric(5,2) AS "risk_score", "status", "cvss", "escalated", "details", "resolved_at", "due_on", "created_at", "updated_at"
-  FROM "tidemark"."findings_v2_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."findings_v2" IS 'One finding raised by a detection rule against an organization''s assets or identities, tracked from open to resolution. v2: severity is a label instead of a number, and every finding carries a 0-100 risk score. One row per id, the newest updated_at wins (tidemark replica of findings v2).';
-
-COMMENT ON VIEW "tidemark"."findings_v2_latest" IS 'Newest version of each id of findings v2 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."findings_v2_raw" IS 'Every delivered version of findings v2, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."findings_v2"."id" IS 'Unique identifier of the finding.';
 
@@ -94,6 +62,31 @@ COMMENT ON COLUMN "tidemark"."findings_v2"."created_at" IS 'When the finding row
 
 COMMENT ON COLUMN "tidemark"."findings_v2"."updated_at" IS 'When the finding row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."findings_v2_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "rule_id" uuid NOT NULL,
+  "event_id" uuid,
+  "asset_id" uuid,
+  "identity_id" uuid,
+  "title" text NOT NULL,
+  "severity" text NOT NULL,
+  "risk_score" numeric(5,2) NOT NULL,
+  "status" text NOT NULL,
+  "cvss" numeric(3,1),
+  "escalated" boolean NOT NULL,
+  "details" jsonb NOT NULL,
+  "resolved_at" timestamp with time zone,
+  "due_on" date,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."findings_v2_raw" IS 'Every delivered version of findings v2, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."findings_v2_raw"."id" IS 'Unique identifier of the finding.';
 
 COMMENT ON COLUMN "tidemark"."findings_v2_raw"."organization_id" IS 'Tenant organization that owns this finding; every export is scoped to one organization.';
@@ -127,4 +120,11 @@ COMMENT ON COLUMN "tidemark"."findings_v2_raw"."due_on" IS 'Remediation deadline
 COMMENT ON COLUMN "tidemark"."findings_v2_raw"."created_at" IS 'When the finding row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."findings_v2_raw"."updated_at" IS 'When the finding row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."findings_v2_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "rule_id", "event_id", "asset_id", "identity_id", "title", (CASE severity WHEN 0 THEN 'informational' WHEN 1 THEN 'low' WHEN 2 THEN 'medium' WHEN 3 THEN 'high' WHEN 4 THEN 'critical' ELSE 'unknown' END)::text AS "severity", (round(least(100, greatest(0, coalesce(cvss * 6, least(greatest(severity, 0), 4) * 15) + least(greatest(severity, 0), 4) * 7.5 + CASE WHEN escalated THEN 10 ELSE 0 END)), 2))::numeric(5,2) AS "risk_score", "status", "cvss", "escalated", "details", "resolved_at", "due_on", "created_at", "updated_at"
+  FROM "tidemark"."findings_v2_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."findings_v2_latest" IS 'Newest version of each id of findings v2 (tidemark).';
 

@@ -24,37 +24,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."identities_v1" (
 
 CREATE INDEX IF NOT EXISTS "identities_v1_updated_at_idx" ON "tidemark"."identities_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."identities_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "email" text NOT NULL,
-  "display_name" text NOT NULL,
-  "provider" text NOT NULL,
-  "external_id" text NOT NULL,
-  "mfa_enabled" boolean NOT NULL,
-  "roles" text[] NOT NULL,
-  "department" text,
-  "risk_level" smallint NOT NULL,
-  "disabled" boolean NOT NULL,
-  "last_login_at" timestamp with time zone,
-  "last_login_ip" inet,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."identities_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "email", "display_name", "provider", "external_id", "mfa_enabled", "roles", "department", "risk_level", "disabled", "last_login_at", "last_login_ip", "created_at", "updated_at"
-  FROM "tidemark"."identities_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."identities_v1" IS 'One human or machine identity of an organization, synchronized from its identity provider. One row per id, the newest updated_at wins (tidemark replica of identities v1).';
-
-COMMENT ON VIEW "tidemark"."identities_v1_latest" IS 'Newest version of each id of identities v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."identities_v1_raw" IS 'Every delivered version of identities v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."identities_v1"."id" IS 'Unique identifier of the identity.';
 
@@ -86,6 +56,29 @@ COMMENT ON COLUMN "tidemark"."identities_v1"."created_at" IS 'When the identity 
 
 COMMENT ON COLUMN "tidemark"."identities_v1"."updated_at" IS 'When the identity row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."identities_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "email" text NOT NULL,
+  "display_name" text NOT NULL,
+  "provider" text NOT NULL,
+  "external_id" text NOT NULL,
+  "mfa_enabled" boolean NOT NULL,
+  "roles" text[] NOT NULL,
+  "department" text,
+  "risk_level" smallint NOT NULL,
+  "disabled" boolean NOT NULL,
+  "last_login_at" timestamp with time zone,
+  "last_login_ip" inet,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."identities_v1_raw" IS 'Every delivered version of identities v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."identities_v1_raw"."id" IS 'Unique identifier of the identity.';
 
 COMMENT ON COLUMN "tidemark"."identities_v1_raw"."organization_id" IS 'Tenant organization that owns this identity; every export is scoped to one organization.';
@@ -115,4 +108,11 @@ COMMENT ON COLUMN "tidemark"."identities_v1_raw"."last_login_ip" IS 'IP address 
 COMMENT ON COLUMN "tidemark"."identities_v1_raw"."created_at" IS 'When the identity row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."identities_v1_raw"."updated_at" IS 'When the identity row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."identities_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "email", "display_name", "provider", "external_id", "mfa_enabled", "roles", "department", "risk_level", "disabled", "last_login_at", "last_login_ip", "created_at", "updated_at"
+  FROM "tidemark"."identities_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."identities_v1_latest" IS 'Newest version of each id of identities v1 (tidemark).';
 

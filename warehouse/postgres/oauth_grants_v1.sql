@@ -24,37 +24,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."oauth_grants_v1" (
 
 CREATE INDEX IF NOT EXISTS "oauth_grants_v1_updated_at_idx" ON "tidemark"."oauth_grants_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."oauth_grants_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "identity_id" uuid NOT NULL,
-  "client_id" text NOT NULL,
-  "client_name" text NOT NULL,
-  "scopes" text[] NOT NULL,
-  "granted_at" timestamp with time zone NOT NULL,
-  "expires_at" timestamp with time zone,
-  "revoked" boolean NOT NULL,
-  "revoked_at" timestamp with time zone,
-  "last_used_at" timestamp with time zone,
-  "use_count" bigint NOT NULL,
-  "grant_ip" inet,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."oauth_grants_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "identity_id", "client_id", "client_name", "scopes", "granted_at", "expires_at", "revoked", "revoked_at", "last_used_at", "use_count", "grant_ip", "created_at", "updated_at"
-  FROM "tidemark"."oauth_grants_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."oauth_grants_v1" IS 'One OAuth authorization an identity granted to a third-party client application, with its scopes and lifecycle. One row per id, the newest updated_at wins (tidemark replica of oauth_grants v1).';
-
-COMMENT ON VIEW "tidemark"."oauth_grants_v1_latest" IS 'Newest version of each id of oauth_grants v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."oauth_grants_v1_raw" IS 'Every delivered version of oauth_grants v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."oauth_grants_v1"."id" IS 'Unique identifier of the grant.';
 
@@ -86,6 +56,29 @@ COMMENT ON COLUMN "tidemark"."oauth_grants_v1"."created_at" IS 'When the OAuth g
 
 COMMENT ON COLUMN "tidemark"."oauth_grants_v1"."updated_at" IS 'When the OAuth grant row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."oauth_grants_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "identity_id" uuid NOT NULL,
+  "client_id" text NOT NULL,
+  "client_name" text NOT NULL,
+  "scopes" text[] NOT NULL,
+  "granted_at" timestamp with time zone NOT NULL,
+  "expires_at" timestamp with time zone,
+  "revoked" boolean NOT NULL,
+  "revoked_at" timestamp with time zone,
+  "last_used_at" timestamp with time zone,
+  "use_count" bigint NOT NULL,
+  "grant_ip" inet,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."oauth_grants_v1_raw" IS 'Every delivered version of oauth_grants v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."oauth_grants_v1_raw"."id" IS 'Unique identifier of the grant.';
 
 COMMENT ON COLUMN "tidemark"."oauth_grants_v1_raw"."organization_id" IS 'Tenant organization that owns this OAuth grant; every export is scoped to one organization.';
@@ -115,4 +108,11 @@ COMMENT ON COLUMN "tidemark"."oauth_grants_v1_raw"."grant_ip" IS 'IP address fro
 COMMENT ON COLUMN "tidemark"."oauth_grants_v1_raw"."created_at" IS 'When the OAuth grant row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."oauth_grants_v1_raw"."updated_at" IS 'When the OAuth grant row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."oauth_grants_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "identity_id", "client_id", "client_name", "scopes", "granted_at", "expires_at", "revoked", "revoked_at", "last_used_at", "use_count", "grant_ip", "created_at", "updated_at"
+  FROM "tidemark"."oauth_grants_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."oauth_grants_v1_latest" IS 'Newest version of each id of oauth_grants v1 (tidemark).';
 

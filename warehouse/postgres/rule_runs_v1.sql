@@ -24,37 +24,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."rule_runs_v1" (
 
 CREATE INDEX IF NOT EXISTS "rule_runs_v1_updated_at_idx" ON "tidemark"."rule_runs_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."rule_runs_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "rule_id" uuid NOT NULL,
-  "rule_version" integer NOT NULL,
-  "trigger_kind" text NOT NULL,
-  "status" text NOT NULL,
-  "started_at" timestamp with time zone NOT NULL,
-  "finished_at" timestamp with time zone,
-  "duration_ms" integer,
-  "matched_count" bigint NOT NULL,
-  "scanned_rows" bigint NOT NULL,
-  "cpu_seconds" numeric(12,3),
-  "error" text,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."rule_runs_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "rule_id", "rule_version", "trigger_kind", "status", "started_at", "finished_at", "duration_ms", "matched_count", "scanned_rows", "cpu_seconds", "error", "created_at", "updated_at"
-  FROM "tidemark"."rule_runs_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."rule_runs_v1" IS 'One execution of a detection rule for an organization, with its outcome, cost and match count. One row per id, the newest updated_at wins (tidemark replica of rule_runs v1).';
-
-COMMENT ON VIEW "tidemark"."rule_runs_v1_latest" IS 'Newest version of each id of rule_runs v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."rule_runs_v1_raw" IS 'Every delivered version of rule_runs v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."rule_runs_v1"."id" IS 'Unique identifier of the rule run.';
 
@@ -86,6 +56,29 @@ COMMENT ON COLUMN "tidemark"."rule_runs_v1"."created_at" IS 'When the rule run r
 
 COMMENT ON COLUMN "tidemark"."rule_runs_v1"."updated_at" IS 'When the rule run row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."rule_runs_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "rule_id" uuid NOT NULL,
+  "rule_version" integer NOT NULL,
+  "trigger_kind" text NOT NULL,
+  "status" text NOT NULL,
+  "started_at" timestamp with time zone NOT NULL,
+  "finished_at" timestamp with time zone,
+  "duration_ms" integer,
+  "matched_count" bigint NOT NULL,
+  "scanned_rows" bigint NOT NULL,
+  "cpu_seconds" numeric(12,3),
+  "error" text,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."rule_runs_v1_raw" IS 'Every delivered version of rule_runs v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."rule_runs_v1_raw"."id" IS 'Unique identifier of the rule run.';
 
 COMMENT ON COLUMN "tidemark"."rule_runs_v1_raw"."organization_id" IS 'Tenant organization that owns this rule run; every export is scoped to one organization.';
@@ -115,4 +108,11 @@ COMMENT ON COLUMN "tidemark"."rule_runs_v1_raw"."error" IS 'Error message for fa
 COMMENT ON COLUMN "tidemark"."rule_runs_v1_raw"."created_at" IS 'When the rule run row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."rule_runs_v1_raw"."updated_at" IS 'When the rule run row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."rule_runs_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "rule_id", "rule_version", "trigger_kind", "status", "started_at", "finished_at", "duration_ms", "matched_count", "scanned_rows", "cpu_seconds", "error", "created_at", "updated_at"
+  FROM "tidemark"."rule_runs_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."rule_runs_v1_latest" IS 'Newest version of each id of rule_runs v1 (tidemark).';
 

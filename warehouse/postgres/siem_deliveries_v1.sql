@@ -25,38 +25,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."siem_deliveries_v1" (
 
 CREATE INDEX IF NOT EXISTS "siem_deliveries_v1_updated_at_idx" ON "tidemark"."siem_deliveries_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."siem_deliveries_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "event_id" uuid,
-  "target" text NOT NULL,
-  "endpoint" text NOT NULL,
-  "attempt" smallint NOT NULL,
-  "http_status" integer,
-  "latency_ms" double precision,
-  "delivered" boolean NOT NULL,
-  "batch_size" integer NOT NULL,
-  "payload_bytes" bigint NOT NULL,
-  "ingest_cost_usd" numeric(24,9),
-  "response" jsonb,
-  "next_retry_at" timestamp with time zone,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."siem_deliveries_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "event_id", "target", "endpoint", "attempt", "http_status", "latency_ms", "delivered", "batch_size", "payload_bytes", "ingest_cost_usd", "response", "next_retry_at", "created_at", "updated_at"
-  FROM "tidemark"."siem_deliveries_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."siem_deliveries_v1" IS 'One attempt to forward a batch of events to a customer SIEM, with the HTTP outcome and cost. One row per id, the newest updated_at wins (tidemark replica of siem_deliveries v1).';
-
-COMMENT ON VIEW "tidemark"."siem_deliveries_v1_latest" IS 'Newest version of each id of siem_deliveries v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."siem_deliveries_v1_raw" IS 'Every delivered version of siem_deliveries v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."siem_deliveries_v1"."id" IS 'Unique identifier of the delivery attempt.';
 
@@ -90,6 +59,30 @@ COMMENT ON COLUMN "tidemark"."siem_deliveries_v1"."created_at" IS 'When the SIEM
 
 COMMENT ON COLUMN "tidemark"."siem_deliveries_v1"."updated_at" IS 'When the SIEM delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."siem_deliveries_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "event_id" uuid,
+  "target" text NOT NULL,
+  "endpoint" text NOT NULL,
+  "attempt" smallint NOT NULL,
+  "http_status" integer,
+  "latency_ms" double precision,
+  "delivered" boolean NOT NULL,
+  "batch_size" integer NOT NULL,
+  "payload_bytes" bigint NOT NULL,
+  "ingest_cost_usd" numeric(24,9),
+  "response" jsonb,
+  "next_retry_at" timestamp with time zone,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."siem_deliveries_v1_raw" IS 'Every delivered version of siem_deliveries v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."siem_deliveries_v1_raw"."id" IS 'Unique identifier of the delivery attempt.';
 
 COMMENT ON COLUMN "tidemark"."siem_deliveries_v1_raw"."organization_id" IS 'Tenant organization that owns this SIEM delivery; every export is scoped to one organization.';
@@ -121,4 +114,11 @@ COMMENT ON COLUMN "tidemark"."siem_deliveries_v1_raw"."next_retry_at" IS 'When t
 COMMENT ON COLUMN "tidemark"."siem_deliveries_v1_raw"."created_at" IS 'When the SIEM delivery row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."siem_deliveries_v1_raw"."updated_at" IS 'When the SIEM delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."siem_deliveries_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "event_id", "target", "endpoint", "attempt", "http_status", "latency_ms", "delivered", "batch_size", "payload_bytes", "ingest_cost_usd", "response", "next_retry_at", "created_at", "updated_at"
+  FROM "tidemark"."siem_deliveries_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."siem_deliveries_v1_latest" IS 'Newest version of each id of siem_deliveries v1 (tidemark).';
 

@@ -23,36 +23,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."workflow_deliveries_v1" (
 
 CREATE INDEX IF NOT EXISTS "workflow_deliveries_v1_updated_at_idx" ON "tidemark"."workflow_deliveries_v1" ("updated_at");
 
-CREATE TABLE IF NOT EXISTS "tidemark"."workflow_deliveries_v1_raw" (
-  "id" uuid NOT NULL,
-  "organization_id" uuid NOT NULL,
-  "finding_id" uuid,
-  "workflow" text NOT NULL,
-  "action" text NOT NULL,
-  "attempt" smallint NOT NULL,
-  "http_status" integer,
-  "latency_ms" double precision,
-  "delivered" boolean NOT NULL,
-  "external_ref" text,
-  "request" jsonb NOT NULL,
-  "response" jsonb,
-  "created_at" timestamp with time zone NOT NULL,
-  "updated_at" timestamp with time zone NOT NULL,
-  "_tidemark_delivery_id" uuid NOT NULL,
-  "_tidemark_loaded_at" timestamptz NOT NULL,
-  UNIQUE ("id", "updated_at")
-);
-
-CREATE OR REPLACE VIEW "tidemark"."workflow_deliveries_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "finding_id", "workflow", "action", "attempt", "http_status", "latency_ms", "delivered", "external_ref", "request", "response", "created_at", "updated_at"
-  FROM "tidemark"."workflow_deliveries_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
-
 COMMENT ON TABLE "tidemark"."workflow_deliveries_v1" IS 'One attempt to push a finding into a customer workflow tool such as Jira, ServiceNow, Slack or PagerDuty. One row per id, the newest updated_at wins (tidemark replica of workflow_deliveries v1).';
-
-COMMENT ON VIEW "tidemark"."workflow_deliveries_v1_latest" IS 'Newest version of each id of workflow_deliveries v1 (tidemark).';
-
-COMMENT ON TABLE "tidemark"."workflow_deliveries_v1_raw" IS 'Every delivered version of workflow_deliveries v1, append-only; unique on (id, updated_at) (tidemark).';
 
 COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1"."id" IS 'Unique identifier of the delivery attempt.';
 
@@ -82,6 +53,28 @@ COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1"."created_at" IS 'When the 
 
 COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1"."updated_at" IS 'When the workflow delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."workflow_deliveries_v1_raw" (
+  "id" uuid NOT NULL,
+  "organization_id" uuid NOT NULL,
+  "finding_id" uuid,
+  "workflow" text NOT NULL,
+  "action" text NOT NULL,
+  "attempt" smallint NOT NULL,
+  "http_status" integer,
+  "latency_ms" double precision,
+  "delivered" boolean NOT NULL,
+  "external_ref" text,
+  "request" jsonb NOT NULL,
+  "response" jsonb,
+  "created_at" timestamp with time zone NOT NULL,
+  "updated_at" timestamp with time zone NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL,
+  "_tidemark_loaded_at" timestamptz NOT NULL,
+  UNIQUE ("id", "updated_at")
+);
+
+COMMENT ON TABLE "tidemark"."workflow_deliveries_v1_raw" IS 'Every delivered version of workflow_deliveries v1, append-only; unique on (id, updated_at) (tidemark).';
+
 COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1_raw"."id" IS 'Unique identifier of the delivery attempt.';
 
 COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1_raw"."organization_id" IS 'Tenant organization that owns this workflow delivery; every export is scoped to one organization.';
@@ -109,4 +102,11 @@ COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1_raw"."response" IS 'Parsed 
 COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1_raw"."created_at" IS 'When the workflow delivery row was first inserted into the platform database.';
 
 COMMENT ON COLUMN "tidemark"."workflow_deliveries_v1_raw"."updated_at" IS 'When the workflow delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
+
+CREATE OR REPLACE VIEW "tidemark"."workflow_deliveries_v1_latest" AS
+  SELECT DISTINCT ON ("id") "id", "organization_id", "finding_id", "workflow", "action", "attempt", "http_status", "latency_ms", "delivered", "external_ref", "request", "response", "created_at", "updated_at"
+  FROM "tidemark"."workflow_deliveries_v1_raw"
+  ORDER BY "id", "updated_at" DESC;
+
+COMMENT ON VIEW "tidemark"."workflow_deliveries_v1_latest" IS 'Newest version of each id of workflow_deliveries v1 (tidemark).';
 
