@@ -148,24 +148,6 @@ pub fn create_statements(catalog: &str, schema: &str, table: &TableSchema) -> Ve
     vec![raw, analyst, latest]
 }
 
-/// The reviewable DDL file of a table version, `warehouse/databricks/<table>_v<major>.sql`: the
-/// three CREATE statements with `<catalog>` and `<schema>` placeholders.
-pub fn ddl_file(table: &TableSchema) -> String {
-    let mut out = format!(
-        "-- Generated from schemas/{}/v{}.json by tidemark; do not edit. Replace <catalog> and\n\
-         -- <schema>; the DATABRICKS destination runs the same statements itself unless\n\
-         -- \"create_tables\" is false. See docs/destinations/databricks.md.\n",
-        table.table.name(),
-        table.version
-    );
-    for statement in create_statements("<catalog>", "<schema>", table) {
-        out.push('\n');
-        out.push_str(&statement);
-        out.push_str(";\n");
-    }
-    out
-}
-
 /// `` `a`, `b`, ... `` (each prefixed with `prefix.` when given), in published order.
 pub fn select_list(table: &TableSchema, prefix: &str) -> String {
     table
@@ -274,30 +256,6 @@ mod tests {
         assert!(!ddl[1].contains("_tidemark_delivery_id"));
         assert!(ddl[2].starts_with("CREATE VIEW IF NOT EXISTS `lake`.`sec ops`.`events_v1_latest`"));
         assert!(ddl[2].contains("FROM `lake`.`sec ops`.`events_v1_raw`"));
-    }
-
-    /// `warehouse/databricks/` holds the generated DDL of every published table version; this
-    /// fails when a schema changed and the files were not regenerated
-    /// (`TIDEMARK_BLESS=1 cargo test --lib committed_databricks_ddl` rewrites them).
-    #[test]
-    fn committed_databricks_ddl_matches_the_published_schemas() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("warehouse/databricks");
-        let bless = std::env::var("TIDEMARK_BLESS").is_ok_and(|v| v == "1");
-        let mut stale = Vec::new();
-        for schema in Registry::embedded().iter() {
-            let path = dir.join(format!("{}_v{}.sql", schema.table.name(), schema.version));
-            let want = ddl_file(schema);
-            if bless {
-                std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(&path, &want).unwrap();
-            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
-                stale.push(path.display().to_string());
-            }
-        }
-        assert!(
-            stale.is_empty(),
-            "generated DDL differs from the committed files (TIDEMARK_BLESS=1 regenerates): {stale:?}"
-        );
     }
 
     #[test]
