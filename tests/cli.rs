@@ -127,7 +127,8 @@ async fn bad_destinations_are_refused_precisely_and_nothing_is_written() {
     let good_url = format!("file://{}", dir.path().display());
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--kind".into(), "PARQUET_GCS".into(), "--config".into(), format!("{{\"url\":\"{good_url}\"}}")], "unknown destination kind 'PARQUET_GCS'"),
-        (vec!["--kind".into(), "SNOWFLAKE".into(), "--config".into(), "{}".into()], "SNOWFLAKE is not available in this build"),
+        (vec!["--kind".into(), "ICEBERG_S3".into(), "--config".into(), "{}".into()], "ICEBERG_S3 is not available in this build"),
+        (vec!["--kind".into(), "SNOWFLAKE".into(), "--config".into(), "{}".into()], "invalid SNOWFLAKE configuration: missing field `account`"),
         (vec!["--kind".into(), "PARQUET_S3".into(), "--tables".into(), "events,alerts".into(), "--config".into(), format!("{{\"url\":\"{good_url}\"}}")], "unknown table 'alerts'"),
         (vec!["--kind".into(), "PARQUET_S3".into(), "--config".into(), "{\"url\": ".into()], "is not valid JSON"),
         (vec!["--kind".into(), "PARQUET_S3".into(), "--config".into(), format!("{{\"url\":\"{good_url}\",\"bucket\":\"x\"}}")], "unknown field `bucket`"),
