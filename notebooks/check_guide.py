@@ -5,7 +5,8 @@
 
 1. Every column table of the guide (a heading ending in "`<table>` v<N>" followed by a
    markdown table whose rows start with a column name) must list exactly the columns of
-   schemas/<table>/v<N>.json, in order, with the same type, nullability and description.
+   schemas/<table>/v<N>.json, in order, with the same type, nullability and description; and
+   every published schemas/<table>/v<N>.json must have one.
 2. Every ```sql block runs in DuckDB over the export (tidemark_nb.connect(); the export comes
    from TIDEMARK_EXPORT_DIR), with the placeholder path /data/export replaced by the export's
    Parquet root. Unless the block is preceded by a line `<!-- duckdb only -->` and when
@@ -44,6 +45,14 @@ def columns_markdown(table: str, major: int) -> str:
 
 def check_columns(lines: list[str]) -> list[str]:
     errors = []
+    documented = {(m.group(1), int(m.group(2))) for m in map(HEADING.match, lines) if m}
+    for f in sorted((REPO / "schemas").glob("*/v*.json")):
+        if f.stem[1:].isdigit() and (f.parent.name, int(f.stem[1:])) not in documented:
+            errors.append(
+                f"{f.relative_to(REPO)} is published but has no column table; add a heading "
+                f"'### `{f.parent.name}` {f.stem}' and the output of: "
+                f"python notebooks/check_guide.py --columns {f.parent.name} --major {f.stem[1:]}"
+            )
     i = 0
     while i < len(lines):
         m = HEADING.match(lines[i])

@@ -6,8 +6,9 @@ like
     <root>/<table>/v<major>/org_id=<organization>/date=<YYYY-MM-DD>/<table>_<start>_<end>_<delivery>.parquet
 
 `connect()` opens an in-memory DuckDB database with, for every table and schema major ``N``
-found in the export, the names `tidemark query` and the warehouse destinations use (so a query
-written in a notebook runs there, and back):
+published in ``schemas/<table>/v<N>.json`` (and any other major found in the export), the names
+`tidemark query` and the warehouse destinations use, so a query written in a notebook runs
+there, and back:
 
 * ``<table>_v<N>_raw``: the history, every delivered row version (a row updated in three
   windows appears three times), plus the hive partition columns ``org_id`` (text) and ``date``
@@ -15,8 +16,11 @@ written in a notebook runs there, and back):
 * ``<table>_v<N>_latest`` and ``<table>_v<N>``: the newest version of each ``id`` (greatest
   ``updated_at``), published columns only; when the export carries delete tombstones (an
   ``_op`` column), ids whose newest version is a delete (``_op = 'D'``) are left out;
-* ``<table>``: ``<table>_v<N>_latest`` of the newest major in the export. Notebooks pin a
-  major instead (``findings_v1_latest``): a new major may rename or retype columns.
+* ``<table>``: ``<table>_v<N>_latest`` of the newest published major. Notebooks pin a major
+  instead (``findings_v1_latest``): a new major may rename or retype columns.
+
+A published major without any file in the export is registered empty, with its published
+column types, as `tidemark query` does: a query over it returns no rows instead of failing.
 
 The export is located by, in order: the ``export`` argument, the ``TIDEMARK_EXPORT_DIR``
 environment variable, then ``./tidemark-demo`` and ``<repo>/tidemark-demo`` (the default
@@ -26,7 +30,9 @@ environment variable, then ``./tidemark-demo`` and ``<repo>/tidemark-demo`` (the
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -87,6 +93,15 @@ def _ident(s: str) -> str:
     return '"' + s.replace('"', '""') + '"'
 
 
+def published(schemas_dir: Path = _REPO / "schemas") -> dict[str, dict[int, dict]]:
+    """table -> major -> published schema (the JSON of schemas/<table>/v<major>.json)."""
+    found: dict[str, dict[int, dict]] = {}
+    for f in sorted(schemas_dir.glob("*/v*.json")):
+        if f.stem[1:].isdigit():
+            found.setdefault(f.parent.name, {})[int(f.stem[1:])] = json.loads(f.read_text())
+    return found
+
+
 def majors(root: Path, table: str) -> list[int]:
     """Schema majors of ``table`` with at least one Parquet object in the export, ascending."""
     found = []
@@ -96,16 +111,37 @@ def majors(root: Path, table: str) -> list[int]:
     return sorted(found)
 
 
-def register(con: duckdb.DuckDBPyConnection, root: Path, table: str, major: int) -> None:
-    """Registers ``<table>_v<major>_raw``, ``<table>_v<major>_latest`` and ``<table>_v<major>``."""
-    glob = _sql_str(str(root / table / f"v{major}") + "/**/*.parquet")
+def duckdb_type(published_type: str) -> str:
+    """The DuckDB type a published column type reads as from tidemark's Parquet."""
+    m = re.fullmatch(r"numeric\((\d+),(\d+)\)", published_type)
+    if m:
+        return f"DECIMAL({m.group(1)},{m.group(2)})"
+    return {
+        "uuid": "VARCHAR", "text": "VARCHAR", "jsonb": "VARCHAR", "inet": "VARCHAR",
+        "int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT", "float8": "DOUBLE",
+        "bool": "BOOLEAN", "timestamptz": "TIMESTAMPTZ", "date": "DATE", "text[]": "VARCHAR[]",
+    }[published_type]
+
+
+def register(con: duckdb.DuckDBPyConnection, root: Path, table: str, major: int, schema: dict | None = None) -> int:
+    """Registers ``<table>_v<major>_raw``, ``<table>_v<major>_latest`` and ``<table>_v<major>``;
+    returns the number of Parquet objects behind them (0: an empty table of the published type)."""
+    base = root / table / f"v{major}"
+    objects = sum(1 for _ in base.glob("**/*.parquet"))
     raw = _ident(f"{table}_v{major}_raw")
-    # union_by_name: files written before an additive (minor) schema change lack the new
-    # columns; they read as NULL instead of failing.
-    con.execute(
-        f"CREATE OR REPLACE VIEW {raw} AS SELECT * FROM read_parquet({glob}, "
-        "hive_partitioning = true, union_by_name = true)"
-    )
+    if objects:
+        # union_by_name: files written before an additive (minor) schema change lack the new
+        # columns; they read as NULL instead of failing.
+        glob = _sql_str(str(base) + "/**/*.parquet")
+        con.execute(
+            f"CREATE OR REPLACE VIEW {raw} AS SELECT * FROM read_parquet({glob}, "
+            "hive_partitioning = true, union_by_name = true)"
+        )
+    else:
+        assert schema is not None, f"no files and no published schema for {table} v{major}"
+        cols = [f"CAST(NULL AS {duckdb_type(c['type'])}) AS {_ident(c['name'])}" for c in schema["columns"]]
+        cols += ["CAST(NULL AS DATE) AS date", "CAST(NULL AS VARCHAR) AS org_id"]
+        con.execute(f"CREATE OR REPLACE VIEW {raw} AS SELECT {', '.join(cols)} WHERE false")
     columns = {r[0] for r in con.execute(f"DESCRIBE {raw}").fetchall()}
     # The latest rule of `tidemark query` and the warehouse views: newest updated_at per id
     # ((id, updated_at) is unique in an export), published columns only.
@@ -119,26 +155,33 @@ def register(con: duckdb.DuckDBPyConnection, root: Path, table: str, major: int)
     newest = f"SELECT * EXCLUDE ({', '.join(_ident(c) for c in drop)}) FROM ({newest})"
     for name in (f"{table}_v{major}_latest", f"{table}_v{major}"):
         con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS {newest}")
+    return objects
 
 
 def connect(export: str | os.PathLike | None = None, quiet: bool = False) -> duckdb.DuckDBPyConnection:
-    """In-memory DuckDB with the history and latest views of every table in the export."""
+    """In-memory DuckDB with the history and latest views of every published table and major."""
     root = export_dir(export)
+    schemas = published()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    found = []
+    found, empty = [], []
     for table in TABLES:
-        versions = majors(root, table)
+        versions = sorted(set(schemas.get(table, {})) | set(majors(root, table)))
         for major in versions:
-            register(con, root, table, major)
-            found.append(f"{table}_v{major}")
+            objects = register(con, root, table, major, schemas.get(table, {}).get(major))
+            (found if objects else empty).append(f"{table}_v{major}")
         if versions:
-            con.execute(f"CREATE OR REPLACE VIEW {_ident(table)} AS SELECT * FROM {_ident(found[-1] + '_latest')}")
+            newest = max(schemas.get(table) or versions)
+            con.execute(
+                f"CREATE OR REPLACE VIEW {_ident(table)} AS SELECT * FROM {_ident(f'{table}_v{newest}_latest')}"
+            )
     if not found:
         raise FileNotFoundError(f"{root} holds no Parquet files of any tidemark table")
     if not quiet:
         print(f"export: {root}")
         print(f"tables: {', '.join(found)} (each as _raw, _latest and plain)")
+        if empty:
+            print(f"published, no files in this export (registered empty): {', '.join(empty)}")
     return con
 
 

@@ -24,8 +24,27 @@ use tidemark::reference::{self, GenerateSpec};
 use tidemark::schema::{Registry, Table};
 use uuid::Uuid;
 
+/// The binary under test. `TIDEMARK_TEST_BIN` overrides it: a copy taken right after the build,
+/// for machines where several checkouts share one target directory.
+fn exe() -> String {
+    std::env::var("TIDEMARK_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tidemark").to_string())
+}
+
+/// `env.cli()` with [`exe`].
+fn cli(env: &Env) -> Command {
+    let base = env.cli();
+    let mut c = Command::new(exe());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    let mut c = Command::new(exe());
     c.env_remove("TIDEMARK_DATABASE_URL")
         .env_remove("TIDEMARK_SCHEMAS_DIR")
         .env("TIDEMARK_LOG", "warn");
@@ -287,9 +306,23 @@ async fn watermarks(
     rows.into_iter().map(|r| (r.0, (r.1, r.2, r.3))).collect()
 }
 
+/// `tidemark query --dir <dir> --format json <sql>`: the rows as JSON objects.
+fn query(env: &Env, dir: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = cli(env)
+        .args(["query", "--format", "json", "--dir"])
+        .arg(dir)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn set_versions(env: &Env, dest: &str, args: &[&str]) -> String {
-    let out = env
-        .cli()
+    let out = cli(env)
         .args(["destination", "set-schema-versions", dest])
         .args(args)
         .output()
@@ -398,6 +431,16 @@ async fn dual_write_delivers_v1_and_v2_for_every_window_and_retiring_v1_stops_it
     assert_eq!(r1["source_rows"], r2["source_rows"]);
     assert_eq!(r2["files"][0]["key_value_metadata"]["tidemark.schema_version"], "2");
     assert!(v2_agrees_with_v1(&v1_files, &v2_files) > 0);
+    // The local query path sees both majors; the plain name is the newest one exported.
+    let counts = query(
+        &env,
+        &dir,
+        "SELECT (SELECT count(*) FROM findings_v1) AS v1, (SELECT count(*) FROM findings_v2) AS v2, \
+         (SELECT count(*) FROM findings WHERE risk_score IS NOT NULL) AS plain",
+    );
+    assert_eq!(counts[0]["v1"], r1["source_rows"], "{counts:?}");
+    assert_eq!(counts[0]["v2"], r1["source_rows"]);
+    assert_eq!(counts[0]["plain"], r1["source_rows"]);
 
     // Both watermarks reached the newest source row, independently.
     let (src_at, src_id): (DateTime<Utc>, Uuid) = sqlx::query_as(
@@ -416,7 +459,7 @@ async fn dual_write_delivers_v1_and_v2_for_every_window_and_retiring_v1_stops_it
     // Retire v1.
     let said = set_versions(&env, "p", &["--versions", "2", "--tables", "findings"]);
     assert!(said.contains("v1 retired: no new windows"), "{said}");
-    let status = env.cli().args(["status", "--json"]).output().unwrap();
+    let status = cli(&env).args(["status", "--json"]).output().unwrap();
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let rows: Vec<(String, i64, bool)> = st["tables"]
         .as_array()
@@ -489,6 +532,12 @@ async fn a_version_added_later_starts_from_the_destination_start_or_from_a_given
     env.run_until_idle(fast_options()).await;
     let v1 = windows(&deliveries(&env, dest.id).await, 1);
     assert!(v1.len() > 10);
+    // A v1-only export: the plain name `findings` answers from v1, although v2 is published.
+    let rows = query(&env, &dir, "SELECT count(*) AS n, min(severity) AS s FROM findings");
+    assert!(
+        rows[0]["n"].as_i64().unwrap() > 0 && rows[0]["s"].is_number(),
+        "{rows:?}"
+    );
 
     // Added later with the default `--from start`: v2 is planned from the destination's start
     // (its whole history), not from v1's watermark.
@@ -540,8 +589,7 @@ async fn a_version_added_later_starts_from_the_destination_start_or_from_a_given
     assert_eq!(wm[&2].0, wm[&1].0, "both versions delivered through the same horizon");
 
     // ... and a backfill of the earlier range plans v2 only (v1 is already there).
-    let out = env
-        .cli()
+    let out = cli(&env)
         .args([
             "backfill",
             "--destination",
@@ -705,7 +753,7 @@ async fn migration_0003_keeps_existing_deliveries_and_watermarks_as_version_1() 
 // ---------------------------------------------------------------------------------------------
 
 fn recall(env: &Env, org: Uuid, restore: bool) -> (Option<i32>, Vec<serde_json::Value>) {
-    let mut c = env.cli();
+    let mut c = cli(env);
     c.args(["archive", "recall", "--org", &org.to_string(), "--table", "findings"])
         .args(["--from", "2000-01-01", "--to", "2100-01-01"]);
     if restore {
@@ -754,8 +802,7 @@ async fn tombstones_prefer_v1_proofs_and_v2_only_rows_are_recalled_but_not_resto
         .execute(&env.control)
         .await
         .unwrap();
-    let out = env
-        .cli()
+    let out = cli(&env)
         .args(["tombstone", "--execute", "--json", "--table", "findings"])
         .output()
         .unwrap();
