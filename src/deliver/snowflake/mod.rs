@@ -83,6 +83,10 @@ pub struct SnowflakeDestination {
     create_tables: bool,
     /// Tables (and the internal stage) already ensured by this process.
     ensured: Mutex<HashSet<(Table, u32)>>,
+    /// Serialises the DDL of concurrent workers of this process: one CREATE per object, not
+    /// a race of identical ones (which fakesnow answers with HTTP 500, and which costs real
+    /// Snowflake a warehouse query each).
+    setup: tokio::sync::Mutex<()>,
 }
 
 pub fn build(config: &Value) -> Result<Arc<dyn Destination>> {
@@ -175,6 +179,7 @@ impl SnowflakeDestination {
             staging,
             create_tables: cfg.create_tables,
             ensured: Mutex::new(HashSet::new()),
+            setup: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -210,6 +215,10 @@ impl SnowflakeDestination {
     async fn ensure_objects(&self, session: &Session<'_>, schema: &TableSchema) -> Result<()> {
         let key = (schema.table, schema.version);
         if !self.create_tables || self.ensured.lock().expect("poisoned").contains(&key) {
+            return Ok(());
+        }
+        let _setup = self.setup.lock().await;
+        if self.ensured.lock().expect("poisoned").contains(&key) {
             return Ok(());
         }
         if let Staging::Internal { stage } = &self.staging {
