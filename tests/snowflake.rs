@@ -894,7 +894,11 @@ async fn destination_add_and_run_deliver_through_the_cli() {
     // One worker: fakesnow runs every session on one shared DuckDB, where two MERGEs into the
     // same table at once fail with a write-write conflict (HTTP 500). Snowflake itself queues
     // concurrent DML on a table behind its lock; the adapter would retry such a 500 anyway.
-    let out = env.cli().args(["run", "--until-idle", "--workers", "1"]).output().unwrap();
+    let out = env
+        .cli()
+        .args(["run", "--until-idle", "--workers", "1"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let source: i64 = sqlx::query_scalar("SELECT count(*) FROM findings WHERE organization_id = $1")
         .bind(org)
