@@ -14,6 +14,8 @@ pub mod ephemeral;
 pub mod error;
 pub mod extract;
 pub mod plan;
+#[cfg(feature = "query")]
+pub mod query;
 pub mod reference;
 pub mod schema;
 pub mod secret;

@@ -11,6 +11,8 @@ mod destination;
 #[cfg(feature = "iceberg")]
 mod iceberg;
 mod output;
+#[cfg(feature = "query")]
+mod query;
 mod reference;
 mod run;
 mod schema;
@@ -87,6 +89,9 @@ enum Command {
     /// Cold storage: recall archived rows with verification, evidence reports, overrides.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    /// SQL over a Parquet export (local directory or a PARQUET_S3 destination) with DataFusion, with the same `latest` views as the warehouses.
+    #[cfg(feature = "query")]
+    Query(query::QueryArgs),
     /// Inspect the published schemas.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -206,6 +211,8 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         #[cfg(feature = "iceberg")]
         Command::Iceberg(cmd) => iceberg::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(feature = "query")]
+        Command::Query(args) => query::query(ctx, args).await,
         Command::Reference(cmd) => reference::run(ctx, cmd).await,
     }
 }

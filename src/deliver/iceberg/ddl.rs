@@ -368,6 +368,7 @@ mod tests {
             ty: ColumnType::Text,
             nullable: true,
             description: "added in a minor".into(),
+            expression: None,
         });
         let table = iceberg_schema(&events).unwrap();
         match plan_schema("ns.events_v1", &table, &newer).unwrap() {
