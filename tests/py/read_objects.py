@@ -10,6 +10,7 @@ where "latest" keeps the newest updated_at per id, the analyst view of an append
 import argparse
 import io
 import json
+import os
 import sys
 from datetime import datetime
 
@@ -50,4 +51,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Leave without running interpreter teardown: pyarrow's C++ thread pools can abort the
+    # process at exit ("terminate called without an active exception") after the work is
+    # done and printed, which would turn a correct read into a failed one.
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
