@@ -10,7 +10,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::schema::TableSchema;
 
 /// Compares the live table with its published schema: every published column must exist with
-/// the same type and nullability (extra source columns are allowed: they are not exported).
+/// the same type and nullability (extra source columns are allowed: they are not exported), and
+/// every derived column's expression must evaluate on it.
 pub async fn check_table(source: &PgPool, schema: &TableSchema) -> Result<()> {
     let table = schema.table.name();
     let rows = sqlx::query(
@@ -29,6 +30,31 @@ pub async fn check_table(source: &PgPool, schema: &TableSchema) -> Result<()> {
     }
     let mut problems = Vec::new();
     for col in &schema.columns {
+        if col.expression.is_some() {
+            // Derived: it must evaluate on the live table (every column it reads exists with a
+            // type the expression and the cast accept). Planned only, never executed over rows.
+            let probe = format!(
+                "SELECT {} FROM {} WHERE false",
+                col.select_item(),
+                crate::schema::quote_ident(table)
+            );
+            if let Err(e) = sqlx::query(&probe).fetch_optional(source).await {
+                match &e {
+                    sqlx::Error::Database(db) => problems.push(format!(
+                        "derived column {} cannot be computed from the source: {}",
+                        col.name,
+                        db.message()
+                    )),
+                    _ => {
+                        return Err(Error::postgres(
+                            format!("cannot check the source definition of {table}"),
+                            e,
+                        ));
+                    }
+                }
+            }
+            continue;
+        }
         let found = rows.iter().find(|r| r.get::<String, _>("name") == col.name);
         match found {
             None => problems.push(format!("column {} is missing", col.name)),

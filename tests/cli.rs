@@ -127,7 +127,8 @@ async fn bad_destinations_are_refused_precisely_and_nothing_is_written() {
     let good_url = format!("file://{}", dir.path().display());
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--kind".into(), "PARQUET_GCS".into(), "--config".into(), format!("{{\"url\":\"{good_url}\"}}")], "unknown destination kind 'PARQUET_GCS'"),
-        (vec!["--kind".into(), "SNOWFLAKE".into(), "--config".into(), "{}".into()], "SNOWFLAKE is not available in this build"),
+        (vec!["--kind".into(), "ICEBERG_S3".into(), "--config".into(), "{}".into()], "ICEBERG_S3 is not available in this build"),
+        (vec!["--kind".into(), "SNOWFLAKE".into(), "--config".into(), "{}".into()], "invalid SNOWFLAKE configuration: missing field `account`"),
         (vec!["--kind".into(), "PARQUET_S3".into(), "--tables".into(), "events,alerts".into(), "--config".into(), format!("{{\"url\":\"{good_url}\"}}")], "unknown table 'alerts'"),
         (vec!["--kind".into(), "PARQUET_S3".into(), "--config".into(), "{\"url\": ".into()], "is not valid JSON"),
         (vec!["--kind".into(), "PARQUET_S3".into(), "--config".into(), format!("{{\"url\":\"{good_url}\",\"bucket\":\"x\"}}")], "unknown field `bucket`"),
@@ -478,5 +479,38 @@ async fn backfill_chunks_and_regular_windows_never_overlap() {
         data_end(),
         "parquet",
         &files,
+    );
+}
+
+#[test]
+fn demo_refuses_a_window_that_does_not_divide_a_day_before_doing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = bin()
+        .args([
+            "demo",
+            "--window",
+            "7000",
+            "--all-orgs",
+            "--formats",
+            "parquet",
+            "--dir",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--window 7000s must be at least 60s and divide a day"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_dir.exists(), "nothing is created before the arguments are checked");
+    let out = bin().args(["demo", "--formats", "csv"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown format is a usage error: {}",
+        stderr(&out)
     );
 }

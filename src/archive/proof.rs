@@ -4,10 +4,13 @@
 //! A row of organization O and table T with `updated_at = U` is proven by a delivery `d` when
 //! `d.status = 'delivered'`, `d."table" = T`, `d.watermark_start <= U < d.watermark_end`, and
 //! d's destination belongs to O and is `active`. Deliveries are windows or backfill chunks of
-//! whole windows; the deliveries of one destination × table never overlap, so each destination
-//! has at most one candidate per row. Among several proving destinations, an object-store
+//! whole windows; the deliveries of one destination × table × schema version never overlap, so
+//! each destination has at most one candidate per row and version (a destination in a
+//! dual-write window has one per version). Among several proving deliveries, an object-store
 //! delivery (receipt with an `object_key`, kind `PARQUET_S3` or `JSONL_S3`) is preferred, because
-//! only those can be recalled; then Parquet before JSONL, then the smaller destination id.
+//! only those can be recalled; then Parquet before JSONL, then the lower schema version (v1 rows
+//! can be restored into the source; a major with derived columns cannot), then the smaller
+//! destination id.
 //! Without a proof, an active override of O proves the row instead.
 
 use std::collections::HashMap;
@@ -188,7 +191,8 @@ struct Span {
 /// The deliveries of a scope's destinations over a range of `updated_at`, ready to classify rows.
 #[derive(Debug, Clone)]
 pub struct Coverage {
-    /// Per destination (in `Scope::destinations` order): its deliveries sorted by start.
+    /// Per destination (in `Scope::destinations` order): its deliveries sorted by schema
+    /// version, then start.
     spans: Vec<Vec<Span>>,
 }
 
@@ -210,7 +214,7 @@ impl Coverage {
              FROM warehouse_deliveries d \
              WHERE d.destination_id = ANY($1) AND d.\"table\" = $2::warehouse_table \
                AND d.watermark_start > $3 - interval '1 day' AND d.watermark_start <= $4 AND d.watermark_end > $3 \
-             ORDER BY d.destination_id, d.watermark_start",
+             ORDER BY d.destination_id, d.schema_version, d.watermark_start",
         )
         .bind(&ids)
         .bind(scope.table.db_label())
@@ -245,9 +249,14 @@ impl Coverage {
 
     /// Applies the proof rule to one row (`updated_at` in µs since the Unix epoch).
     pub fn classify(&self, scope: &Scope, updated_at: i64) -> Verdict {
-        let mut best: Option<((u8, u8, Uuid), Proof)> = None;
+        let mut best: Option<((u8, u8, i32, Uuid), Proof)> = None;
         let (mut dead, mut open) = (false, false);
-        for (dest, spans) in scope.destinations.iter().zip(&self.spans) {
+        let lanes = scope.destinations.iter().zip(&self.spans).flat_map(|(dest, spans)| {
+            spans
+                .chunk_by(|a, b| a.schema_version == b.schema_version)
+                .map(move |lane| (dest, lane))
+        });
+        for (dest, spans) in lanes {
             if !dest.active {
                 continue;
             }
@@ -265,6 +274,7 @@ impl Coverage {
                     let rank = (
                         u8::from(!object),
                         u8::from(dest.kind != DestinationKind::ParquetS3),
+                        span.schema_version,
                         dest.id,
                     );
                     if best.as_ref().is_none_or(|(r, _)| rank < *r) {
@@ -376,6 +386,51 @@ mod tests {
         // Only a paused destination covers it: not proof.
         assert_eq!(c.classify(&s, 300), Verdict::Blocked(Blocked::NotPlanned));
         assert_eq!(c.classify(&s, -1), Verdict::Blocked(Blocked::NotPlanned));
+    }
+
+    #[test]
+    fn each_schema_version_is_its_own_lane_and_the_lower_version_proves() {
+        let s = scope(vec![dest(1, DestinationKind::ParquetS3, true)], false);
+        let v = |id, start, end, status, version| Span {
+            schema_version: version,
+            ..span(id, start, end, status)
+        };
+        // v1 in one backfill chunk, v2 in windows (one still open): they overlap.
+        let c = Coverage {
+            spans: vec![vec![
+                v(10, 0, 400, Status::Delivered, 1),
+                v(20, 0, 100, Status::Delivered, 2),
+                v(21, 100, 200, Status::Open, 2),
+                v(22, 200, 300, Status::Delivered, 2),
+            ]],
+        };
+        let proof = |t| match c.classify(&s, t) {
+            Verdict::Proven(Proof::Delivery {
+                delivery_id,
+                schema_version,
+                ..
+            }) => (delivery_id.as_u128(), schema_version),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(proof(50), (10, 1), "both versions cover it: v1 preferred");
+        assert_eq!(proof(150), (10, 1), "v2 still open, v1 delivered");
+        assert_eq!(proof(399), (10, 1));
+        let retired = Coverage {
+            spans: vec![vec![
+                v(10, 0, 100, Status::Delivered, 1),
+                v(22, 200, 300, Status::Delivered, 2),
+            ]],
+        };
+        assert_eq!(
+            retired.classify(&s, 250),
+            Verdict::Proven(Proof::Delivery {
+                delivery_id: Uuid::from_u128(22),
+                destination_id: Uuid::from_u128(1),
+                schema_version: 2
+            }),
+            "after v1 is retired, v2 proves"
+        );
+        assert_eq!(retired.classify(&s, 150), Verdict::Blocked(Blocked::NotPlanned));
     }
 
     #[test]

@@ -664,6 +664,20 @@ async fn restore(
     }
     for (version, idx) in by_version {
         let schema = registry.get(request.table, version as u32)?;
+        if !schema.is_restorable() {
+            // A derived column (e.g. a label computed from a number) cannot be written back.
+            let derived: Vec<&str> = schema.derived_columns().map(|c| c.name.as_str()).collect();
+            for &i in &idx {
+                records[i].restored = Some(false);
+                records[i].error = Some(format!(
+                    "row {}: archived as {} v{version}, whose column(s) {} are derived from source columns: it can be recalled and verified but not restored automatically",
+                    group[i].id,
+                    request.table,
+                    derived.join(", ")
+                ));
+            }
+            continue;
+        }
         let mut json = Vec::with_capacity(idx.len() * 512);
         json.push(b'[');
         for (n, &i) in idx.iter().enumerate() {

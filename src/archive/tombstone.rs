@@ -330,13 +330,9 @@ pub async fn next_page(
     Ok(page)
 }
 
+/// The version rows proven by an override are hashed with: the newest one that can be restored.
 fn registry_latest(registry: &Registry, table: Table) -> Result<std::sync::Arc<crate::schema::TableSchema>> {
-    registry
-        .iter()
-        .filter(|s| s.table == table)
-        .max_by_key(|s| s.version)
-        .cloned()
-        .ok_or_else(|| Error::new(ErrorKind::Schema, format!("no published schema for {table}")))
+    registry.latest_restorable(table)
 }
 
 /// Reads the proven rows by binary COPY (one per schema version involved), proves each again on

@@ -40,6 +40,21 @@ pub struct DemoArgs {
     /// Concurrent deliveries.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Window length (at least 60s, divides a day), e.g. 15m or 1d; longer windows, fewer files.
+    #[arg(long, default_value = "15m", value_parser = super::parse_duration_secs)]
+    window: i64,
+    /// Export every organization (its own destinations, same directories), not only the first.
+    #[arg(long)]
+    all_orgs: bool,
+    /// Export formats, comma-separated: parquet, jsonl.
+    #[arg(long, value_delimiter = ',', default_value = "parquet,jsonl")]
+    formats: Vec<DemoFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoFormat {
+    Parquet,
+    Jsonl,
 }
 
 fn prepare_dir(dir: &Path) -> Result<PathBuf> {
@@ -78,6 +93,15 @@ fn files_under(dir: &Path) -> (u64, u64) {
 }
 
 pub async fn run(args: DemoArgs) -> Result<u8> {
+    if args.window < 60 || 86_400 % args.window != 0 {
+        return Err(Error::invalid(format!(
+            "--window {}s must be at least 60s and divide a day",
+            args.window
+        )));
+    }
+    if args.formats.is_empty() {
+        return Err(Error::invalid("--formats needs parquet, jsonl or both"));
+    }
     let dir = prepare_dir(&args.dir)?;
     eprintln!("==> starting a throwaway PostgreSQL cluster");
     let pg = EphemeralPostgres::start()?;
@@ -105,34 +129,45 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     eprintln!("    generated in {:.1}s", t.elapsed().as_secs_f64());
     control::migrate(&pool).await?;
     let orgs = reference::organizations(&pool).await?;
-    let Some((org, org_name)) = orgs.first().cloned() else {
+    let Some((_, first_name)) = orgs.first().cloned() else {
         return Err(Error::invalid("--orgs must be at least 1"));
     };
-    eprintln!("==> registering destinations for organization {org_name} ({org})");
+    let exported = if args.all_orgs { &orgs[..] } else { &orgs[..1] };
     let mut added = Vec::new();
-    for (kind, name, sub) in [
-        (DestinationKind::ParquetS3, "demo-parquet", "parquet"),
-        (DestinationKind::JsonlS3, "demo-jsonl", "jsonl"),
-    ] {
-        let out = dir.join(sub);
-        let config = serde_json::json!({ "url": format!("file://{}", out.display()) });
-        deliver::build(kind, &config)?.check().await?;
-        let d = destinations::insert(
-            &pool,
-            &NewDestination {
-                organization_id: org,
-                kind,
-                name: name.into(),
-                config,
-                enabled_tables: Table::ALL.to_vec(),
-                window_seconds: 900,
-                grace_seconds: 60,
-                max_attempts: 8,
-                start_from: None,
-            },
-        )
-        .await?;
-        added.push((d, out));
+    for (org, org_name) in exported {
+        eprintln!("==> registering destinations for organization {org_name} ({org})");
+        for (format, kind, name, sub) in [
+            (
+                DemoFormat::Parquet,
+                DestinationKind::ParquetS3,
+                "demo-parquet",
+                "parquet",
+            ),
+            (DemoFormat::Jsonl, DestinationKind::JsonlS3, "demo-jsonl", "jsonl"),
+        ] {
+            if !args.formats.contains(&format) {
+                continue;
+            }
+            let out = dir.join(sub);
+            let config = serde_json::json!({ "url": format!("file://{}", out.display()) });
+            deliver::build(kind, &config)?.check().await?;
+            let d = destinations::insert(
+                &pool,
+                &NewDestination {
+                    organization_id: *org,
+                    kind,
+                    name: name.into(),
+                    config,
+                    enabled_tables: Table::ALL.to_vec(),
+                    window_seconds: args.window as i32,
+                    grace_seconds: 60,
+                    max_attempts: 8,
+                    start_from: None,
+                },
+            )
+            .await?;
+            added.push((d, out));
+        }
     }
     eprintln!("==> running plan + deliver until idle ({} workers)", args.workers);
     let ctx = Context {
@@ -157,8 +192,10 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         prepared_transaction_since: None,
     });
     println!();
+    // Every organization's destinations of a kind share its directory: one line per directory.
     let rows: Vec<Vec<String>> = added
         .iter()
+        .take(added.len() / exported.len())
         .map(|(d, out)| {
             let (files, size) = files_under(out);
             vec![
@@ -180,14 +217,23 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         summary.failed,
         summary.dead_letter
     );
-    println!(
-        "only organization {org_name} was exported; the other {} organizations' rows stayed home.",
-        orgs.len() - 1
-    );
-    println!(
-        "try: python3 -c \"import pyarrow.dataset as ds; print(ds.dataset('{}/events', format='parquet', partitioning='hive').count_rows())\"",
-        dir.join("parquet").display()
-    );
+    if args.all_orgs {
+        println!(
+            "all {} organizations were exported, each by its own destinations.",
+            orgs.len()
+        );
+    } else {
+        println!(
+            "only organization {first_name} was exported; the other {} organizations' rows stayed home.",
+            orgs.len() - 1
+        );
+    }
+    if args.formats.contains(&DemoFormat::Parquet) {
+        println!(
+            "try: python3 -c \"import pyarrow.dataset as ds; print(ds.dataset('{}/events', format='parquet', partitioning='hive').count_rows())\"",
+            dir.join("parquet").display()
+        );
+    }
     pool.close().await;
     drop(pg);
     Ok(summary.exit_code())

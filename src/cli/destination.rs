@@ -1,4 +1,4 @@
-//! `tidemark destination add|list|show|pause|resume|remove`.
+//! `tidemark destination add|list|show|pause|resume|remove|set-schema-versions`.
 
 use clap::{Args, Subcommand};
 use uuid::Uuid;
@@ -31,6 +31,10 @@ pub enum DestinationCommand {
     Pause { destination: String },
     /// Resume a paused (or errored) destination.
     Resume { destination: String },
+    /// Choose the major schema versions a destination receives, per table: `--versions 1,2`
+    /// starts a dual-write window (both versions, each with its own windows and watermark),
+    /// `--versions 2` then retires v1 (no new v1 windows; those already planned complete).
+    SetSchemaVersions(SetVersionsArgs),
     /// Delete a destination and its delivery history.
     Remove {
         destination: String,
@@ -72,6 +76,26 @@ pub struct AddArgs {
     /// Skip the reachability probe (the configuration is still validated).
     #[arg(long)]
     no_check: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetVersionsArgs {
+    /// Destination id or unique name.
+    destination: String,
+    /// Comma-separated major versions, e.g. `1,2` (dual-write) or `2` (v1 retired).
+    #[arg(long, value_delimiter = ',', required = true)]
+    versions: Vec<u32>,
+    /// Comma-separated tables. Default: every enabled table that publishes all of --versions
+    /// (the others are left as they are, and listed).
+    #[arg(long)]
+    tables: Option<String>,
+    /// Where a newly added version starts: `start` (the destination's own start: its whole
+    /// history is planned, the default), `now`, or an instant (earlier windows can be
+    /// backfilled). A version added again after being retired resumes where it stopped.
+    #[arg(long, default_value = "start")]
+    from: String,
     #[arg(long)]
     json: bool,
 }
@@ -168,6 +192,21 @@ pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
                     "tables:         {}",
                     d.enabled_tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
                 );
+                println!(
+                    "schema versions: {}",
+                    d.enabled_tables
+                        .iter()
+                        .map(|t| format!(
+                            "{t} {}",
+                            d.versions(*t)
+                                .iter()
+                                .map(|v| format!("v{v}"))
+                                .collect::<Vec<_>>()
+                                .join("+")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 println!("window / grace: {}s / {}s", d.window_seconds, d.grace_seconds);
                 println!("max attempts:   {}", d.max_attempts);
                 println!("start from:     {}", instant(d.start_from));
@@ -177,6 +216,7 @@ pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
             }
             Ok(0)
         }
+        DestinationCommand::SetSchemaVersions(args) => set_schema_versions(ctx, args).await,
         DestinationCommand::Pause { destination } => set_status(ctx, &destination, "paused").await,
         DestinationCommand::Resume { destination } => set_status(ctx, &destination, "active").await,
         DestinationCommand::Remove { destination, yes } => {
@@ -193,6 +233,128 @@ pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// What `set-schema-versions` did to one table.
+#[derive(Debug, serde::Serialize)]
+struct VersionChange {
+    table: Table,
+    before: Vec<u32>,
+    after: Vec<u32>,
+    /// Versions that start now, and from where (`None`: the destination's start).
+    added: Vec<u32>,
+    starts_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Versions no longer planned, with their deliveries still to complete.
+    retired: Vec<u32>,
+    retired_in_flight: i64,
+}
+
+async fn set_schema_versions(ctx: &Context, args: SetVersionsArgs) -> Result<u8> {
+    let registry = ctx.registry()?;
+    let pool = ctx.control().await?;
+    ensure_migrated(&pool).await?;
+    let d = destinations::resolve(&pool, &args.destination).await?;
+    let start = match args.from.as_str() {
+        "start" => None,
+        "now" => Some(chrono::Utc::now()),
+        other => Some(parse_instant(other).map_err(Error::invalid)?),
+    };
+    let mut versions = args.versions.clone();
+    versions.sort_unstable();
+    versions.dedup();
+    let explicit = args.tables.is_some();
+    let tables = match &args.tables {
+        Some(t) => parse_tables(t)?,
+        None => d.enabled_tables.clone(),
+    };
+    let mut apply = Vec::new();
+    let mut skipped = Vec::new();
+    for table in tables {
+        if !d.enabled_tables.contains(&table) {
+            return Err(Error::invalid(format!(
+                "table {table} is not enabled for destination {}",
+                d.name
+            )));
+        }
+        let published = registry.versions(table);
+        let missing: Vec<u32> = versions.iter().copied().filter(|v| !published.contains(v)).collect();
+        if missing.is_empty() {
+            apply.push(table);
+        } else if explicit {
+            return Err(Error::invalid(format!(
+                "{table} has no published schema {}; published: {}",
+                missing.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join(", "),
+                published.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join(", ")
+            )));
+        } else {
+            skipped.push(table);
+        }
+    }
+    if apply.is_empty() {
+        return Err(Error::invalid(format!(
+            "no enabled table of destination {} publishes every version of {:?}; nothing changed",
+            d.name, versions
+        )));
+    }
+    let mut changes = Vec::new();
+    for table in apply {
+        let before = destinations::set_schema_versions(&pool, d.id, table, &versions, start).await?;
+        let retired: Vec<u32> = before.iter().copied().filter(|v| !versions.contains(v)).collect();
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM warehouse_deliveries WHERE destination_id = $1 AND \"table\" = $2::warehouse_table \
+             AND schema_version = ANY($3) AND status IN ('pending', 'leased', 'failed')",
+        )
+        .bind(d.id)
+        .bind(table.db_label())
+        .bind(retired.iter().map(|v| *v as i32).collect::<Vec<i32>>())
+        .fetch_one(&pool)
+        .await?;
+        changes.push(VersionChange {
+            table,
+            added: versions.iter().copied().filter(|v| !before.contains(v)).collect(),
+            before,
+            after: versions.clone(),
+            starts_from: start.map(|s| crate::plan::align_down(s, d.window_seconds as i64)),
+            retired,
+            retired_in_flight: in_flight,
+        });
+    }
+    if args.json {
+        json(
+            &serde_json::json!({"destination": d.name, "destination_id": d.id, "changes": changes, "unchanged": skipped}),
+        );
+        return Ok(0);
+    }
+    let vs = |v: &[u32]| v.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join("+");
+    for c in &changes {
+        println!("{} {}: {} -> {}", d.name, c.table, vs(&c.before), vs(&c.after));
+        if !c.added.is_empty() {
+            let from = match c.starts_from {
+                Some(t) => format!("from {}", instant(Some(t))),
+                None => "from the destination's start (its whole history is planned)".into(),
+            };
+            println!(
+                "  {} start {from}, unless delivered before (then they resume)",
+                vs(&c.added)
+            );
+        }
+        if !c.retired.is_empty() {
+            println!(
+                "  {} retired: no new windows; {} delivery(ies) already planned will still complete; watermark kept",
+                vs(&c.retired),
+                c.retired_in_flight
+            );
+        }
+    }
+    for t in &skipped {
+        println!(
+            "{} {t}: unchanged ({}), no {} published",
+            d.name,
+            vs(&d.versions(*t)),
+            vs(&versions)
+        );
+    }
+    Ok(0)
 }
 
 async fn set_status(ctx: &Context, destination: &str, status: &str) -> Result<u8> {

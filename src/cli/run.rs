@@ -143,6 +143,7 @@ fn print_plan(clock: &plan::SourceClock, planned: &[plan::PlannedTable]) {
             vec![
                 p.destination.clone(),
                 p.table.to_string(),
+                format!("v{}", p.schema_version),
                 instant(p.from),
                 instant(Some(p.through)),
                 p.new_windows.to_string(),
@@ -152,7 +153,10 @@ fn print_plan(clock: &plan::SourceClock, planned: &[plan::PlannedTable]) {
     if rows.is_empty() {
         println!("no new windows (source clock {})", instant(Some(clock.now)));
     } else {
-        print_table(&["DESTINATION", "TABLE", "FROM", "THROUGH", "NEW WINDOWS"], &rows);
+        print_table(
+            &["DESTINATION", "TABLE", "VERSION", "FROM", "THROUGH", "NEW WINDOWS"],
+            &rows,
+        );
     }
     if let Some(tx) = &clock.oldest {
         println!(
@@ -368,9 +372,10 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         }
         for o in summary.outcomes.iter().filter(|o| o.error.is_some()) {
             eprintln!(
-                "{} {} {} {}: {}",
+                "{} {} v{} {} {}: {}",
                 o.status,
                 o.table,
+                o.schema_version,
                 instant(Some(o.window_start)),
                 o.delivery_id,
                 o.error.as_deref().unwrap_or("")
@@ -574,6 +579,11 @@ pub fn print_status(st: &status::Status) {
                 t.destination.clone(),
                 t.kind.clone(),
                 t.table.clone(),
+                if t.retired {
+                    format!("v{} (retired)", t.schema_version)
+                } else {
+                    format!("v{}", t.schema_version)
+                },
                 instant(t.watermark_updated_at),
                 duration(t.lag_seconds),
                 t.pending.to_string(),
@@ -591,6 +601,7 @@ pub fn print_status(st: &status::Status) {
             "DESTINATION",
             "KIND",
             "TABLE",
+            "VERSION",
             "WATERMARK",
             "LAG",
             "PENDING",
@@ -605,7 +616,7 @@ pub fn print_status(st: &status::Status) {
     );
     for t in st.tables.iter().filter(|t| t.dead_letter > 0 || t.failed > 0) {
         if let Some(e) = &t.last_error {
-            println!("{} / {}: {e}", t.destination, t.table);
+            println!("{} / {} v{}: {e}", t.destination, t.table, t.schema_version);
         }
     }
     if let Some(t) = st.prepared_transaction_since {

@@ -1,6 +1,7 @@
 //! `warehouse_destinations`: who receives what. A destination belongs to one organization and
 //! only ever receives that organization's rows.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -80,7 +81,11 @@ pub struct Destination {
     pub name: String,
     pub config: serde_json::Value,
     pub enabled_tables: Vec<Table>,
+    /// The default major of tables not in `schema_versions` (1).
     pub schema_version: i32,
+    /// Per table, the majors it receives (several during a dual-write window); see
+    /// [`Destination::versions`].
+    pub schema_versions: BTreeMap<Table, Vec<u32>>,
     pub window_seconds: i32,
     pub grace_seconds: i32,
     pub max_attempts: i32,
@@ -89,6 +94,17 @@ pub struct Destination {
     pub last_delivery_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Destination {
+    /// The majors of `table` this destination receives, ascending: each is planned and
+    /// delivered on its own, with its own watermark.
+    pub fn versions(&self, table: Table) -> Vec<u32> {
+        match self.schema_versions.get(&table) {
+            Some(v) if !v.is_empty() => v.clone(),
+            _ => vec![self.schema_version.max(1) as u32],
+        }
+    }
 }
 
 /// What `destination add` inserts.
@@ -106,7 +122,7 @@ pub struct NewDestination {
 }
 
 const COLUMNS: &str = "id, organization_id, kind::text AS kind, name, config, enabled_tables::text[] AS enabled_tables, \
-     schema_version, window_seconds, grace_seconds, max_attempts, start_from, status::text AS status, last_delivery_at, \
+     schema_version, schema_versions, window_seconds, grace_seconds, max_attempts, start_from, status::text AS status, last_delivery_at, \
      last_error, created_at";
 
 fn from_row(row: &sqlx::postgres::PgRow) -> Result<Destination> {
@@ -119,6 +135,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Destination> {
         config: row.try_get("config")?,
         enabled_tables: tables.iter().map(|t| Table::from_db_label(t)).collect::<Result<_>>()?,
         schema_version: row.try_get("schema_version")?,
+        schema_versions: parse_versions(row.try_get("schema_versions")?)?,
         window_seconds: row.try_get("window_seconds")?,
         grace_seconds: row.try_get("grace_seconds")?,
         max_attempts: row.try_get("max_attempts")?,
@@ -128,6 +145,18 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Destination> {
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn parse_versions(value: serde_json::Value) -> Result<BTreeMap<Table, Vec<u32>>> {
+    let raw: BTreeMap<String, Vec<u32>> = serde_json::from_value(value)
+        .map_err(|e| Error::invalid(format!("invalid schema_versions of a destination: {e}")))?;
+    raw.into_iter()
+        .map(|(t, mut v)| {
+            v.sort_unstable();
+            v.dedup();
+            Ok((t.parse::<Table>()?, v))
+        })
+        .collect()
 }
 
 pub async fn insert(pool: &PgPool, d: &NewDestination) -> Result<Destination> {
@@ -213,6 +242,66 @@ pub async fn set_status(pool: &PgPool, id: Uuid, status: &str) -> Result<()> {
         return Err(Error::invalid(format!("no destination with id {id}")));
     }
     Ok(())
+}
+
+/// Sets the majors `table` is delivered in (validated by the caller against the published
+/// schemas). A version that is added starts from `start` when given (its windows before it are
+/// not planned; backfill them), else from the destination's start; a version that was delivered
+/// before and is added again resumes where it stopped. A removed version is retired: no new
+/// windows are planned for it; deliveries already planned still complete, and its watermark
+/// stays. Returns the previous versions.
+pub async fn set_schema_versions(
+    pool: &PgPool,
+    id: Uuid,
+    table: Table,
+    versions: &[u32],
+    start: Option<DateTime<Utc>>,
+) -> Result<Vec<u32>> {
+    let mut versions = versions.to_vec();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.is_empty() || versions.contains(&0) {
+        return Err(Error::invalid(
+            "--versions must name at least one major version (1, 2, ...)",
+        ));
+    }
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM warehouse_destinations WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::invalid(format!("no destination with id {id}")))?;
+    let dest = from_row(&row)?;
+    let before = dest.versions(table);
+    let label = table.db_label();
+    for v in versions.iter().filter(|v| !before.contains(v)) {
+        let start = start.map(|s| crate::plan::align_down(s, dest.window_seconds as i64));
+        // A fresh watermark row starts the version at `start` (NULL: the destination's start);
+        // an existing one (the version was retired and comes back) is left to resume.
+        sqlx::query(
+            "INSERT INTO warehouse_watermarks (destination_id, \"table\", schema_version, planned_through, delivered_through) \
+             VALUES ($1, $2::warehouse_table, $3, $4, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(&label)
+        .bind(*v as i32)
+        .bind(start)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE warehouse_destinations SET schema_versions = jsonb_set(schema_versions, ARRAY[$2], to_jsonb($3::int[])), \
+         updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(table.name())
+    .bind(versions.iter().map(|v| *v as i32).collect::<Vec<i32>>())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(before)
 }
 
 /// Marks a destination `error` (e.g. its configuration no longer builds); `resume` clears it.

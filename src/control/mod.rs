@@ -6,7 +6,9 @@
 //! - Completing a delivery, recording its receipt and advancing the watermark happen in one
 //!   transaction.
 //! - Re-planning is idempotent: the unique key `(destination_id, table, watermark_start,
-//!   watermark_end)` absorbs duplicates.
+//!   watermark_end, schema_version)` absorbs duplicates.
+//! - Each schema version a destination receives for a table (several during a dual-write
+//!   window) has its own deliveries and its own watermark row.
 //!
 //! Must not touch: the source's hot tables (see `extract`), object stores (see `deliver`).
 

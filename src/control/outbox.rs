@@ -47,14 +47,16 @@ pub struct Completion {
     pub receipt: serde_json::Value,
 }
 
-/// Inserts one pending delivery per `[start, end)` range, skipping any range that overlaps an
-/// existing delivery of the same destination × table (a window already covered by a backfill
-/// chunk, or the reverse). Callers hold the watermark row lock of the destination × table, so
-/// concurrent planners cannot race past the overlap check. Returns how many were new.
+/// Inserts one pending delivery of schema `version` per `[start, end)` range, skipping any range
+/// that overlaps an existing delivery of the same destination × table × version (a window
+/// already covered by a backfill chunk, or the reverse). Callers hold the watermark row lock of
+/// the destination × table × version, so concurrent planners cannot race past the overlap
+/// check. Returns how many were new.
 pub async fn insert_ranges(
     tx: &mut Transaction<'_, Postgres>,
     dest: &Destination,
     table: Table,
+    version: u32,
     ranges: &[(DateTime<Utc>, DateTime<Utc>)],
 ) -> Result<u64> {
     if ranges.is_empty() {
@@ -70,14 +72,14 @@ pub async fn insert_ranges(
          FROM unnest($6::uuid[], $7::timestamptz[], $8::timestamptz[]) AS w(id, s, e) \
          WHERE NOT EXISTS ( \
            SELECT 1 FROM warehouse_deliveries x \
-           WHERE x.destination_id = $1 AND x.\"table\" = $3::warehouse_table \
+           WHERE x.destination_id = $1 AND x.\"table\" = $3::warehouse_table AND x.schema_version = $4 \
              AND x.watermark_start > w.s - interval '1 day' AND x.watermark_start < w.e AND x.watermark_end > w.s) \
-         ON CONFLICT (destination_id, \"table\", watermark_start, watermark_end) DO NOTHING",
+         ON CONFLICT (destination_id, \"table\", watermark_start, watermark_end, schema_version) DO NOTHING",
     )
     .bind(dest.id)
     .bind(dest.organization_id)
     .bind(table.db_label())
-    .bind(dest.schema_version)
+    .bind(version as i32)
     .bind(dest.max_attempts)
     .bind(&ids)
     .bind(&starts)
@@ -88,13 +90,13 @@ pub async fn insert_ranges(
     Ok(n)
 }
 
-/// Locks (creating if needed) the watermark row of a destination × table: every planner of
-/// that pair serialises here. Returns its `planned_through`.
+/// Locks (creating if needed) the watermark row of a destination × table × schema version:
+/// every planner of that triple serialises here. Returns its `planned_through`.
 pub async fn lock_watermark(
     tx: &mut Transaction<'_, Postgres>,
     destination_id: Uuid,
     table: Table,
-    schema_version: i32,
+    schema_version: u32,
 ) -> Result<Option<DateTime<Utc>>> {
     sqlx::query(
         "INSERT INTO warehouse_watermarks (destination_id, \"table\", schema_version) VALUES ($1, $2::warehouse_table, $3) \
@@ -102,14 +104,16 @@ pub async fn lock_watermark(
     )
     .bind(destination_id)
     .bind(table.db_label())
-    .bind(schema_version)
+    .bind(schema_version as i32)
     .execute(&mut **tx)
     .await?;
     Ok(sqlx::query_scalar(
-        "SELECT planned_through FROM warehouse_watermarks WHERE destination_id = $1 AND \"table\" = $2::warehouse_table FOR UPDATE",
+        "SELECT planned_through FROM warehouse_watermarks \
+         WHERE destination_id = $1 AND \"table\" = $2::warehouse_table AND schema_version = $3 FOR UPDATE",
     )
     .bind(destination_id)
     .bind(table.db_label())
+    .bind(schema_version as i32)
     .fetch_one(&mut **tx)
     .await?)
 }
@@ -211,7 +215,7 @@ pub async fn heartbeat(pool: &PgPool, lease: &Lease, ttl_seconds: f64) -> Result
 pub async fn complete(pool: &PgPool, lease: &Lease, done: &Completion) -> Result<()> {
     let mut tx = pool.begin().await?;
     // Lock order: watermark row first (as the planner does), then the delivery.
-    lock_watermark(&mut tx, lease.destination_id, lease.table, lease.schema_version as i32).await?;
+    lock_watermark(&mut tx, lease.destination_id, lease.table, lease.schema_version).await?;
     let n = sqlx::query(
         "UPDATE warehouse_deliveries SET status = 'delivered', receipt = $3, row_count = $4, bytes = $5, \
            last_updated_at = $6, last_id = $7, delivered_at = now(), last_error = NULL, updated_at = now() \
@@ -230,7 +234,7 @@ pub async fn complete(pool: &PgPool, lease: &Lease, done: &Completion) -> Result
     if n != 1 {
         return Err(fenced(lease, "complete the delivery"));
     }
-    advance_watermark(&mut tx, lease.destination_id, lease.table).await?;
+    advance_watermark(&mut tx, lease.destination_id, lease.table, lease.schema_version).await?;
     sqlx::query("UPDATE warehouse_destinations SET last_delivery_at = now() WHERE id = $1")
         .bind(lease.destination_id)
         .execute(&mut *tx)
@@ -239,31 +243,40 @@ pub async fn complete(pool: &PgPool, lease: &Lease, done: &Completion) -> Result
     Ok(())
 }
 
-/// Recomputes the watermark of (destination, table) from its deliveries: `delivered_through`
-/// is the start of the oldest undelivered window (or the planned horizon when all are
-/// delivered) and the high-water mark is the last row of the newest delivery before it.
-pub async fn advance_watermark(tx: &mut Transaction<'_, Postgres>, destination_id: Uuid, table: Table) -> Result<()> {
+/// Recomputes the watermark of (destination, table, schema version) from its deliveries:
+/// `delivered_through` is the start of the oldest undelivered window (or the planned horizon
+/// when all are delivered) and the high-water mark is the last row of the newest delivery
+/// before it.
+pub async fn advance_watermark(
+    tx: &mut Transaction<'_, Postgres>,
+    destination_id: Uuid,
+    table: Table,
+    version: u32,
+) -> Result<()> {
     sqlx::query(
         "WITH bound AS ( \
            SELECT COALESCE( \
              (SELECT min(watermark_start) FROM warehouse_deliveries \
-               WHERE destination_id = $1 AND \"table\" = $2::warehouse_table AND status <> 'delivered'), \
+               WHERE destination_id = $1 AND \"table\" = $2::warehouse_table AND schema_version = $3 \
+                 AND status <> 'delivered'), \
              GREATEST(w.planned_through, (SELECT watermark_end FROM warehouse_deliveries \
-               WHERE destination_id = $1 AND \"table\" = $2::warehouse_table \
+               WHERE destination_id = $1 AND \"table\" = $2::warehouse_table AND schema_version = $3 \
                ORDER BY watermark_start DESC LIMIT 1))) AS through \
-           FROM warehouse_watermarks w WHERE w.destination_id = $1 AND w.\"table\" = $2::warehouse_table), \
+           FROM warehouse_watermarks w \
+           WHERE w.destination_id = $1 AND w.\"table\" = $2::warehouse_table AND w.schema_version = $3), \
          last AS ( \
            SELECT d.last_updated_at, d.last_id FROM warehouse_deliveries d, bound \
-           WHERE d.destination_id = $1 AND d.\"table\" = $2::warehouse_table AND d.status = 'delivered' \
-             AND d.last_updated_at IS NOT NULL AND d.watermark_start < bound.through \
+           WHERE d.destination_id = $1 AND d.\"table\" = $2::warehouse_table AND d.schema_version = $3 \
+             AND d.status = 'delivered' AND d.last_updated_at IS NOT NULL AND d.watermark_start < bound.through \
            ORDER BY d.watermark_start DESC LIMIT 1) \
          UPDATE warehouse_watermarks w SET delivered_through = bound.through, \
            last_updated_at = COALESCE((SELECT last_updated_at FROM last), w.last_updated_at), \
            last_id = COALESCE((SELECT last_id FROM last), w.last_id), updated_at = now() \
-         FROM bound WHERE w.destination_id = $1 AND w.\"table\" = $2::warehouse_table",
+         FROM bound WHERE w.destination_id = $1 AND w.\"table\" = $2::warehouse_table AND w.schema_version = $3",
     )
     .bind(destination_id)
     .bind(table.db_label())
+    .bind(version as i32)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -8,8 +8,12 @@
 //! warehouse transaction). Adapters classify their errors into [`ErrorKind`]s; retries and
 //! dead-lettering are decided by the worker, not here.
 
+pub mod bigquery;
+pub mod databricks;
+pub mod ddl;
 pub mod object;
 pub mod replica;
+pub mod snowflake;
 
 use std::sync::Arc;
 
@@ -88,7 +92,10 @@ type Builder = fn(&serde_json::Value) -> Result<Arc<dyn Destination>>;
 static REGISTRY: &[(DestinationKind, Builder)] = &[
     (DestinationKind::ParquetS3, object::build_parquet),
     (DestinationKind::JsonlS3, object::build_jsonl),
+    (DestinationKind::Bigquery, bigquery::build),
+    (DestinationKind::Databricks, databricks::build),
     (DestinationKind::PostgresReplica, replica::build),
+    (DestinationKind::Snowflake, snowflake::build),
 ];
 
 pub fn supported_kinds() -> Vec<DestinationKind> {

@@ -156,6 +156,7 @@ pub struct PlannedTable {
     pub destination_id: uuid::Uuid,
     pub destination: String,
     pub table: Table,
+    pub schema_version: u32,
     pub from: Option<DateTime<Utc>>,
     pub through: DateTime<Utc>,
     pub new_windows: u64,
@@ -199,7 +200,8 @@ pub async fn nonempty_windows(
     Ok(starts)
 }
 
-/// Plans every closed window of one destination × table from its planned horizon onwards.
+/// Plans every closed window of one destination × table × schema version from its planned
+/// horizon onwards. Each version has its own watermark and deliveries.
 pub async fn plan_table(
     control: &PgPool,
     source: &PgPool,
@@ -207,27 +209,30 @@ pub async fn plan_table(
     clock: &SourceClock,
     dest: &Destination,
     table: Table,
+    version: u32,
 ) -> Result<PlannedTable> {
-    let schema = registry.get(table, dest.schema_version as u32)?;
+    let schema = registry.get(table, version)?;
     let window = dest.window_seconds as i64;
     let Some(through) = clock.closed_through(window, dest.grace_seconds as i64) else {
         return Ok(PlannedTable {
             destination_id: dest.id,
             destination: dest.name.clone(),
             table,
+            schema_version: version,
             from: None,
             through: clock.now,
             new_windows: 0,
         });
     };
     let mut tx = control.begin().await?;
-    // Serialises concurrent planners of the same destination × table.
-    let planned = outbox::lock_watermark(&mut tx, dest.id, table, dest.schema_version).await?;
+    // Serialises concurrent planners of the same destination × table × version.
+    let planned = outbox::lock_watermark(&mut tx, dest.id, table, version).await?;
     let from = planned.or(dest.start_from.map(|s| align_down(s, window)));
     let mut result = PlannedTable {
         destination_id: dest.id,
         destination: dest.name.clone(),
         table,
+        schema_version: version,
         from,
         through,
         new_windows: 0,
@@ -253,16 +258,18 @@ pub async fn plan_table(
         through
     };
     let ranges = window_ranges(&starts, window);
-    result.new_windows = outbox::insert_ranges(&mut tx, dest, table, &ranges).await?;
+    result.new_windows = outbox::insert_ranges(&mut tx, dest, table, version, &ranges).await?;
     sqlx::query(
-        "UPDATE warehouse_watermarks SET planned_through = $3, updated_at = now() WHERE destination_id = $1 AND \"table\" = $2::warehouse_table",
+        "UPDATE warehouse_watermarks SET planned_through = $3, updated_at = now() \
+         WHERE destination_id = $1 AND \"table\" = $2::warehouse_table AND schema_version = $4",
     )
     .bind(dest.id)
     .bind(table.db_label())
     .bind(planned_to)
+    .bind(version as i32)
     .execute(&mut *tx)
     .await?;
-    outbox::advance_watermark(&mut tx, dest.id, table).await?;
+    outbox::advance_watermark(&mut tx, dest.id, table, version).await?;
     tx.commit().await?;
     result.through = planned_to;
     Ok(result)
@@ -277,6 +284,7 @@ pub const MAX_DELIVERY_SECONDS: i64 = 86_400;
 /// day), one delivery each, so a year of small windows is a few hundred deliveries instead of
 /// tens of thousands; a chunk that overlaps deliveries planned earlier (by `run`, or by a
 /// backfill with another chunk size) falls back to the windows it does not overlap.
+/// Every schema version the destination receives for `table` is planned, each on its own.
 /// Returns (new deliveries, aligned from, clipped to).
 pub async fn plan_range(
     control: &PgPool,
@@ -289,7 +297,11 @@ pub async fn plan_range(
     to: DateTime<Utc>,
     chunk_seconds: i64,
 ) -> Result<(u64, DateTime<Utc>, DateTime<Utc>)> {
-    let schema = registry.get(table, dest.schema_version as u32)?;
+    let versions = dest.versions(table);
+    let schema = registry.get(table, versions[0])?;
+    for v in &versions[1..] {
+        registry.get(table, *v)?;
+    }
     let window = dest.window_seconds as i64;
     if chunk_seconds < window || chunk_seconds % window != 0 || MAX_DELIVERY_SECONDS % chunk_seconds != 0 {
         return Err(Error::invalid(format!(
@@ -327,30 +339,32 @@ pub async fn plan_range(
             MAX_WINDOWS_PER_PASS,
         )
         .await?;
-        let mut tx = control.begin().await?;
-        outbox::lock_watermark(&mut tx, dest.id, table, dest.schema_version).await?;
-        for c in &chunks {
-            let range = ((*c).max(from), (*c + Duration::seconds(chunk_seconds)).min(to));
-            let n = outbox::insert_ranges(&mut tx, dest, table, &[range]).await?;
-            if n == 0 && chunk_seconds > window {
-                // Overlaps earlier deliveries: plan its uncovered non-empty windows instead.
-                let starts = nonempty_windows(
-                    source,
-                    table,
-                    org_col,
-                    dest.organization_id,
-                    window,
-                    Some(range.0),
-                    range.1,
-                    MAX_WINDOWS_PER_PASS,
-                )
-                .await?;
-                let ranges = window_ranges(&starts, window);
-                total += outbox::insert_ranges(&mut tx, dest, table, &ranges).await?;
+        for &version in &versions {
+            let mut tx = control.begin().await?;
+            outbox::lock_watermark(&mut tx, dest.id, table, version).await?;
+            for c in &chunks {
+                let range = ((*c).max(from), (*c + Duration::seconds(chunk_seconds)).min(to));
+                let n = outbox::insert_ranges(&mut tx, dest, table, version, &[range]).await?;
+                if n == 0 && chunk_seconds > window {
+                    // Overlaps earlier deliveries: plan its uncovered non-empty windows instead.
+                    let starts = nonempty_windows(
+                        source,
+                        table,
+                        org_col,
+                        dest.organization_id,
+                        window,
+                        Some(range.0),
+                        range.1,
+                        MAX_WINDOWS_PER_PASS,
+                    )
+                    .await?;
+                    let ranges = window_ranges(&starts, window);
+                    total += outbox::insert_ranges(&mut tx, dest, table, version, &ranges).await?;
+                }
+                total += n;
             }
-            total += n;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         if (chunks.len() as i64) < MAX_WINDOWS_PER_PASS {
             break;
         }
@@ -359,8 +373,8 @@ pub async fn plan_range(
     Ok((total, from, to))
 }
 
-/// Plans every active destination × enabled table. A failure of one pair is reported and the
-/// others are still planned.
+/// Plans every active destination × enabled table × schema version it receives. A failure of
+/// one is reported and the others are still planned.
 pub async fn plan_all(
     control: &PgPool,
     source: &PgPool,
@@ -374,11 +388,17 @@ pub async fn plan_all(
             continue;
         }
         for table in &dest.enabled_tables {
-            match plan_table(control, source, registry, &clock, &dest, *table).await {
-                Ok(p) => planned.push(p),
-                Err(e) => {
-                    tracing::warn!(destination = %dest.name, table = %table, error = %e, "Planning failed.");
-                    errors.push(e.with_context("destination", &dest.name).with_context("table", table));
+            for version in dest.versions(*table) {
+                match plan_table(control, source, registry, &clock, &dest, *table, version).await {
+                    Ok(p) => planned.push(p),
+                    Err(e) => {
+                        tracing::warn!(destination = %dest.name, table = %table, version, error = %e, "Planning failed.");
+                        errors.push(
+                            e.with_context("destination", &dest.name)
+                                .with_context("table", table)
+                                .with_context("schema_version", version),
+                        );
+                    }
                 }
             }
         }

@@ -10,7 +10,9 @@
 //!   `org_id` and `date` for pruning;
 //! - `<table>_v<N>_latest` and `<table>_v<N>`: the newest version of each `id` (the analyst
 //!   table a warehouse destination keeps), the published columns only;
-//! - `<table>`: `<table>_v<N>_latest` of the newest major.
+//! - `<table>`: `<table>_v<N>_latest` of the newest major this export holds objects of (the
+//!   newest published major when it holds none): a v1-only export keeps answering `findings`
+//!   from v1 after v2 is published.
 //!
 //! The same names and the same `latest` rule as the warehouse DDL, so a query written here
 //! runs there. Results stream: JSON lines and CSV are written batch by batch; the table format
@@ -82,7 +84,8 @@ pub async fn session(export: &Export, registry: &Registry) -> Result<(SessionCon
     ctx.register_object_store(&base, export.store.clone());
 
     let mut relations = Vec::new();
-    let mut newest: std::collections::BTreeMap<&'static str, u32> = Default::default();
+    // Per table: (holds objects, major) of the major the plain name points at.
+    let mut newest: std::collections::BTreeMap<&'static str, (bool, u32)> = Default::default();
     for schema in registry.iter() {
         let table = schema.table.name();
         let dir = export
@@ -132,10 +135,10 @@ pub async fn session(export: &Export, registry: &Registry) -> Result<(SessionCon
                 objects,
             });
         }
-        let v = newest.entry(table).or_insert(schema.version);
-        *v = (*v).max(schema.version);
+        let v = newest.entry(table).or_insert((objects > 0, schema.version));
+        *v = (*v).max((objects > 0, schema.version));
     }
-    for (table, version) in newest {
+    for (table, (_, version)) in newest {
         let sql = format!(
             "CREATE VIEW {} AS SELECT * FROM {}",
             quote(table),

@@ -7,8 +7,14 @@
 //! The files are compiled into the binary; `--schemas-dir` (or `TIDEMARK_SCHEMAS_DIR`) reads
 //! them from disk instead, so an operator can test a revision before a release.
 //!
+//! A column is either a source column of the same name, or *derived*: its `expression` (SQL
+//! over the source table's columns) is evaluated in the extraction's `SELECT` and cast to the
+//! published type. That is how a new major retypes a column the source keeps as it is (see
+//! docs/SCHEMAS.md). Compatibility between revisions of a major is checked in [`compat`].
+//!
 //! Must not touch: the database. Checking a schema against a live table lives in `source`.
 
+pub mod compat;
 mod types;
 
 use std::collections::BTreeMap;
@@ -78,22 +84,10 @@ impl Table {
     pub fn from_db_label(label: &str) -> Result<Table> {
         label.to_ascii_lowercase().parse()
     }
-
-    fn embedded_v1(self) -> &'static str {
-        match self {
-            Table::Events => include_str!("../../schemas/events/v1.json"),
-            Table::Findings => include_str!("../../schemas/findings/v1.json"),
-            Table::RuleRuns => include_str!("../../schemas/rule_runs/v1.json"),
-            Table::SiemDeliveries => include_str!("../../schemas/siem_deliveries/v1.json"),
-            Table::WorkflowDeliveries => include_str!("../../schemas/workflow_deliveries/v1.json"),
-            Table::AuditLog => include_str!("../../schemas/audit_log/v1.json"),
-            Table::OauthGrants => include_str!("../../schemas/oauth_grants/v1.json"),
-            Table::Identities => include_str!("../../schemas/identities/v1.json"),
-            Table::Assets => include_str!("../../schemas/assets/v1.json"),
-            Table::BaselineScores => include_str!("../../schemas/baseline_scores/v1.json"),
-        }
-    }
 }
+
+// `EMBEDDED_SCHEMAS`: every `schemas/<table>/v<major>.json`, listed by build.rs.
+include!(concat!(env!("OUT_DIR"), "/embedded_schemas.rs"));
 
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -121,6 +115,20 @@ pub struct Column {
     pub ty: ColumnType,
     pub nullable: bool,
     pub description: String,
+    /// SQL expression over the source table's columns that yields this column (cast to `type`);
+    /// absent for a source column of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+}
+
+impl Column {
+    /// The column's item in the extraction's `SELECT` list.
+    pub fn select_item(&self) -> String {
+        match &self.expression {
+            Some(expr) => format!("({expr})::{} AS {}", self.ty.postgres_type(), quote_ident(&self.name)),
+            None => quote_ident(&self.name),
+        }
+    }
 }
 
 /// A published schema file, `schemas/<table>/v<version>.json`, validated.
@@ -166,6 +174,21 @@ impl TableSchema {
             }
             if !seen.insert(c.name.as_str()) {
                 return Err(Error::invalid(format!("column '{}' appears twice", c.name)));
+            }
+            if let Some(expr) = &c.expression {
+                let keyed = c.name == "id" || c.name == "updated_at" || c.name == self.organization_column;
+                if keyed {
+                    return Err(Error::invalid(format!(
+                        "column '{}' keys windows, rows and organizations: it must be a source column, not an expression",
+                        c.name
+                    )));
+                }
+                if expr.trim().is_empty() || expr.contains(';') || expr.contains("--") || expr.contains("/*") {
+                    return Err(Error::invalid(format!(
+                        "column '{}': expression must be one non-empty SQL expression, without ';' or comments",
+                        c.name
+                    )));
+                }
             }
         }
         let require = |name: &str, ty: ColumnType, role: &str| -> Result<()> {
@@ -223,13 +246,30 @@ impl TableSchema {
         Arc::new(ArrowSchema::new_with_metadata(fields, md))
     }
 
-    /// `"id", "organization_id", ...` quoted, in published order, for `SELECT` lists.
+    /// `"id", "organization_id", ...` quoted, in published order, for `SELECT` lists; a derived
+    /// column is `(<expression>)::<type> AS "<name>"`.
     pub fn select_list(&self) -> String {
         self.columns
             .iter()
-            .map(|c| quote_ident(&c.name))
+            .map(Column::select_item)
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// The columns computed from an expression rather than read as they are.
+    pub fn derived_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.expression.is_some())
+    }
+
+    /// Whether every column is a source column of the same name and type, so exported rows can
+    /// be written back into the source table (cold-storage restore).
+    pub fn is_restorable(&self) -> bool {
+        self.derived_columns().next().is_none()
+    }
+
+    /// `schemas/<table>/v<major>.json`, relative to the schemas directory.
+    pub fn file_name(&self) -> String {
+        format!("{}/v{}.json", self.table.name(), self.version)
     }
 }
 
@@ -245,14 +285,25 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The schemas compiled into this binary.
+    /// The schemas compiled into this binary (every `schemas/<table>/v<major>.json`).
     pub fn embedded() -> Registry {
         let mut schemas = BTreeMap::new();
-        for table in Table::ALL {
-            let origin = format!("schemas/{table}/v1.json (embedded)");
-            let schema = TableSchema::parse(table.embedded_v1(), &origin)
+        for (path, text) in EMBEDDED_SCHEMAS {
+            let origin = format!("schemas/{path} (embedded)");
+            let schema = TableSchema::parse(text, &origin)
                 .unwrap_or_else(|e| panic!("embedded schema is invalid; the build is broken: {e}"));
-            schemas.insert((table, 1), Arc::new(schema));
+            assert_eq!(
+                schema.file_name(),
+                *path,
+                "embedded schema {origin} declares another table or version; the build is broken"
+            );
+            schemas.insert((schema.table, schema.version), Arc::new(schema));
+        }
+        for table in Table::ALL {
+            assert!(
+                schemas.contains_key(&(table, 1)),
+                "schemas/{table}/v1.json is missing; the build is broken"
+            );
         }
         Registry { schemas }
     }
@@ -330,6 +381,27 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<TableSchema>> {
         self.schemas.values()
     }
+
+    /// The published majors of a table, ascending.
+    pub fn versions(&self, table: Table) -> Vec<u32> {
+        self.schemas
+            .keys()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, v)| *v)
+            .collect()
+    }
+
+    /// The newest major of a table whose rows can be restored into the source (no derived
+    /// columns); the newest major when none can.
+    pub fn latest_restorable(&self, table: Table) -> Result<Arc<TableSchema>> {
+        let all: Vec<&Arc<TableSchema>> = self.schemas.values().filter(|s| s.table == table).collect();
+        all.iter()
+            .rev()
+            .find(|s| s.is_restorable())
+            .or(all.last())
+            .map(|s| Arc::clone(s))
+            .ok_or_else(|| Error::new(ErrorKind::Schema, format!("no published schema for {table}")))
+    }
 }
 
 #[cfg(test)]
@@ -372,6 +444,46 @@ mod tests {
     fn unknown_table_lists_known_ones() {
         let err = "evnts".parse::<Table>().unwrap_err();
         assert!(err.to_string().contains("events, findings"), "{err}");
+    }
+
+    #[test]
+    fn every_schema_file_is_embedded_and_findings_v2_derives_two_columns() {
+        let reg = Registry::embedded();
+        assert_eq!(reg.versions(Table::Findings), vec![1, 2]);
+        assert_eq!(reg.versions(Table::Events), vec![1]);
+        let v2 = reg.get(Table::Findings, 2).unwrap();
+        let derived: Vec<&str> = v2.derived_columns().map(|c| c.name.as_str()).collect();
+        assert_eq!(derived, ["severity", "risk_score"]);
+        assert!(!v2.is_restorable() && reg.get(Table::Findings, 1).unwrap().is_restorable());
+        assert_eq!(reg.latest_restorable(Table::Findings).unwrap().version, 1);
+        let list = v2.select_list();
+        assert!(list.starts_with("\"id\", \"organization_id\""), "{list}");
+        assert!(list.contains("END)::text AS \"severity\", (round("), "{list}");
+        assert!(list.contains(", 2))::numeric(5,2) AS \"risk_score\""), "{list}");
+        // The Arrow schema carries the published (v2) types.
+        let arrow = v2.arrow_schema();
+        assert_eq!(
+            arrow.field_with_name("severity").unwrap().data_type(),
+            &arrow_schema::DataType::Utf8
+        );
+        assert_eq!(arrow.metadata()["tidemark.schema_version"], "2");
+    }
+
+    #[test]
+    fn expressions_are_refused_on_key_columns_and_must_be_one_expression() {
+        let base = serde_json::to_value(&*Registry::embedded().get(Table::Findings, 1).unwrap()).unwrap();
+        for (column, expr, wanted) in [
+            (0, "gen_random_uuid()", "keys windows"),
+            (15, "now()", "keys windows"),
+            (7, "severity; DROP TABLE findings", "without ';'"),
+            (7, "severity -- x", "without ';' or comments"),
+            (7, "  ", "non-empty"),
+        ] {
+            let mut json = base.clone();
+            json["columns"][column]["expression"] = expr.into();
+            let err = TableSchema::parse(&json.to_string(), "f/v1.json").unwrap_err();
+            assert!(err.to_string().contains(wanted), "{expr}: {err}");
+        }
     }
 
     #[test]

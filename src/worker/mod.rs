@@ -91,6 +91,7 @@ pub struct Outcome {
     pub delivery_id: Uuid,
     pub destination_id: Uuid,
     pub table: String,
+    pub schema_version: u32,
     pub window_start: chrono::DateTime<chrono::Utc>,
     pub status: String,
     pub rows: u64,
@@ -190,6 +191,7 @@ impl Worker {
             delivery_id: lease.delivery_id,
             destination_id: lease.destination_id,
             table: lease.table.name().to_string(),
+            schema_version: lease.schema_version,
             window_start: lease.window_start,
             status: String::new(),
             rows: 0,
@@ -212,6 +214,7 @@ impl Worker {
                         debug!(
                             delivery = %lease.delivery_id,
                             table = %lease.table,
+                            schema_version = lease.schema_version,
                             window_start = %lease.window_start,
                             rows = done.rows,
                             bytes = done.bytes,
@@ -259,7 +262,7 @@ impl Worker {
                     // Re-check the source definition before the next attempt of this table.
                     self.checked.lock().await.remove(&(lease.table, lease.schema_version));
                 }
-                warn!(delivery = %lease.delivery_id, table = %lease.table, attempt = lease.attempts, status = %status, retry_in_s = wait.as_secs_f64(), error = %e, "Delivery failed.");
+                warn!(delivery = %lease.delivery_id, table = %lease.table, schema_version = lease.schema_version, attempt = lease.attempts, status = %status, retry_in_s = wait.as_secs_f64(), error = %e, "Delivery failed.");
                 outcome.status = status;
                 outcome.error = Some(e.to_string());
             }

@@ -218,8 +218,22 @@ pub fn verify(
     format: &str,
     files: &[PathBuf],
 ) -> serde_json::Value {
+    verify_version(env, table, 1, org, from, to, format, files)
+}
+
+/// [`verify`] against published schema `v<version>` of the table.
+pub fn verify_version(
+    env: &Env,
+    table: Table,
+    version: u32,
+    org: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    format: &str,
+    files: &[PathBuf],
+) -> serde_json::Value {
     let py = python().expect("python");
-    let schema = repo().join(format!("schemas/{}/v1.json", table.name()));
+    let schema = repo().join(format!("schemas/{}/v{version}.json", table.name()));
     let out = Command::new(py)
         .arg(repo().join("tests/py/verify_export.py"))
         .args(["--dsn", &env.url, "--schema"])

@@ -221,6 +221,9 @@ class Schema:
             self.org_column = doc["organization_column"]
             self.columns = [(c["name"], c["type"], bool(c.get("nullable", True)))
                             for c in doc["columns"]]
+            # Derived columns: SQL over the source table's columns, cast to the column type.
+            self.expressions = {c["name"]: c["expression"] for c in doc["columns"]
+                                if c.get("expression") is not None}
         except (KeyError, TypeError) as e:
             raise UsageError(f"schema {path} lacks a required field: {e}") from e
         if not isinstance(self.table, str) or not self.table:
@@ -279,10 +282,19 @@ def load_source(args, schema: Schema, org_value: str):
         conn.adapters.register_loader("json", JsonbLoader)
         conn.execute("SET TimeZone = 'UTC'")
         table_ident = sql.Identifier(*schema.table.split("."))
+        def item(name):
+            expr = schema.expressions.get(name)
+            if expr is None:
+                return sql.Identifier(name)
+            # The published expression, evaluated by Postgres itself ('%' escaped for the
+            # placeholder syntax); the schema types are valid Postgres type names.
+            return sql.SQL("({})::{} AS {}").format(
+                sql.SQL(expr.replace("%", "%%")), sql.SQL(schema.types[name]), sql.Identifier(name))
+
         query = sql.SQL(
             "SELECT {cols} FROM {table} WHERE {org} = %s AND {cur} >= %s AND {cur} < %s"
         ).format(
-            cols=sql.SQL(", ").join(sql.Identifier(n) for n in schema.names),
+            cols=sql.SQL(", ").join(item(n) for n in schema.names),
             table=table_ident,
             org=sql.Identifier(schema.org_column),
             cur=sql.Identifier(schema.cursor[0]),

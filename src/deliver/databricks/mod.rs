@@ -1,0 +1,266 @@
+//! `DATABRICKS`: each window becomes one Parquet file staged in a Unity Catalog volume, loaded
+//! with `COPY INTO` into the raw history table and merged into the analyst table, all over
+//! Databricks' REST APIs (Files API, SQL Statement Execution API on a SQL warehouse).
+//!
+//! Per delivery:
+//! 1. the first time a worker sees a table version: `CREATE TABLE IF NOT EXISTS` raw and analyst
+//!    tables and `CREATE VIEW IF NOT EXISTS` the latest view ([`ddl`]), unless `create_tables`
+//!    is false;
+//! 2. encode the batches to Parquet in a local temporary file (streamed, never the whole window
+//!    in memory), then `PUT /api/2.0/fs/files/Volumes/<catalog>/<schema>/<volume>/<staging_dir>/
+//!    <table>/v<major>/<delivery id>.parquet?overwrite=true` (the path depends only on the
+//!    delivery, so a retry overwrites);
+//! 3. fence check, then `COPY INTO <catalog>.<schema>.<table>_v<major>_raw ... FILES =
+//!    ('<delivery id>.parquet')`, which stamps `_tidemark_delivery_id` and `_tidemark_loaded_at`.
+//!    COPY INTO remembers the files it loaded into a table and skips them on a later run, even
+//!    if they changed: a retried delivery loads nothing twice;
+//! 4. fence check, then `MERGE INTO <table>_v<major>` from this delivery's raw rows on `id`,
+//!    updating only when the delivered `updated_at` is newer: a replay changes nothing;
+//! 5. delete the staged file (unless `keep_staged_files`).
+//!
+//! The receipt carries the staged path, size, SHA-256, the statement ids and what COPY INTO and
+//! MERGE reported (`num_inserted_rows`, `num_updated_rows`, ...). An empty window stages and loads
+//! nothing.
+
+mod client;
+mod config;
+pub mod ddl;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use parquet::arrow::async_writer::{AsyncArrowWriter, AsyncFileWriter};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+pub use client::statement_kind;
+use client::{Client, UploadBody};
+pub use config::DatabricksConfig;
+use ddl::TableNames;
+
+use super::{Delivered, DeliveryContext, Destination};
+use crate::control::destinations::DestinationKind;
+use crate::encode::FileProvenance;
+use crate::error::{Error, Result};
+use crate::extract::BatchStream;
+use crate::schema::{Table, TableSchema};
+
+pub struct DatabricksDestination {
+    cfg: DatabricksConfig,
+    client: Client,
+    /// Table versions whose objects this process has created (or found).
+    created: tokio::sync::Mutex<HashSet<(Table, u32)>>,
+}
+
+pub fn build(config: &serde_json::Value) -> Result<Arc<dyn Destination>> {
+    Ok(Arc::new(DatabricksDestination::from_config(config)?))
+}
+
+impl DatabricksDestination {
+    pub fn from_config(config: &serde_json::Value) -> Result<DatabricksDestination> {
+        let cfg = DatabricksConfig::parse(config)?;
+        let client = Client::new(&cfg)?;
+        Ok(DatabricksDestination {
+            cfg,
+            client,
+            created: tokio::sync::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// `/Volumes/<catalog>/<schema>/<volume>/<staging_dir>`.
+    fn staging_root(&self) -> String {
+        format!(
+            "/Volumes/{}/{}/{}/{}",
+            self.cfg.catalog,
+            self.cfg.schema,
+            self.cfg.volume,
+            self.cfg.staging_dir()
+        )
+    }
+
+    /// The volume directory of a table version's staged files.
+    pub fn staging_directory(&self, schema: &TableSchema) -> String {
+        format!("{}/{}/v{}", self.staging_root(), schema.table.name(), schema.version)
+    }
+
+    /// Runs the CREATE statements of a table version once per process. Returns their
+    /// statement ids (empty when already done or disabled).
+    async fn ensure_tables(&self, schema: &TableSchema) -> Result<Vec<String>> {
+        if !self.cfg.create_tables.unwrap_or(true) {
+            return Ok(Vec::new());
+        }
+        let mut created = self.created.lock().await;
+        if created.contains(&(schema.table, schema.version)) {
+            return Ok(Vec::new());
+        }
+        let names = TableNames::new(&self.cfg.catalog, &self.cfg.schema, schema);
+        let objects = [&names.raw, &names.analyst, &names.latest];
+        let mut ids = Vec::new();
+        for (sql, object) in ddl::create_statements(&self.cfg.catalog, &self.cfg.schema, schema)
+            .iter()
+            .zip(objects)
+        {
+            let done = self.client.execute(sql, &format!("creating {object}")).await?;
+            ids.push(done.statement_id);
+        }
+        created.insert((schema.table, schema.version));
+        Ok(ids)
+    }
+}
+
+/// A local file that hashes and counts what the Parquet writer puts in it.
+struct HashingFile {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    sha256: Sha256,
+    bytes: u64,
+}
+
+fn io_error(e: std::io::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(
+        Error::unexpected("writing the local staging file failed").with_source(e),
+    ))
+}
+
+impl AsyncFileWriter for HashingFile {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.sha256.update(&bs);
+            self.bytes += bs.len() as u64;
+            self.file.write_all(&bs).await.map_err(io_error)
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move { self.file.flush().await.map_err(io_error) })
+    }
+}
+
+/// Encodes the window into `path`; returns (rows, bytes, sha256 hex).
+async fn write_parquet(
+    ctx: &DeliveryContext<'_>,
+    provenance: &FileProvenance,
+    path: &std::path::Path,
+    mut batches: BatchStream,
+) -> Result<(u64, u64, String)> {
+    let file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| Error::unexpected(format!("cannot create staging file {}", path.display())).with_source(e))?;
+    let sink = HashingFile {
+        file: tokio::io::BufWriter::with_capacity(1 << 20, file),
+        sha256: Sha256::new(),
+        bytes: 0,
+    };
+    let props = crate::encode::parquet::writer_properties(provenance, ctx.schema);
+    let mut writer = AsyncArrowWriter::try_new(sink, ctx.schema.arrow_schema(), Some(props))?;
+    let mut rows = 0u64;
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).await?;
+    }
+    writer.finish().await?;
+    let sink = writer.into_inner();
+    Ok((rows, sink.bytes, hex::encode(sink.sha256.finalize())))
+}
+
+#[async_trait]
+impl Destination for DatabricksDestination {
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Databricks
+    }
+
+    /// The warehouse exists (looked up, not started), and the staging volume takes a write and
+    /// a delete.
+    async fn check(&self) -> Result<()> {
+        self.client.warehouse_state().await?;
+        let probe = format!("{}/_check/{}", self.staging_root(), uuid::Uuid::new_v4());
+        self.client
+            .upload(&probe, UploadBody::Bytes(Bytes::from_static(b"ok")))
+            .await?;
+        self.client.delete(&probe).await
+    }
+
+    async fn deliver(&self, ctx: &DeliveryContext<'_>, batches: BatchStream) -> Result<Delivered> {
+        let names = TableNames::new(&self.cfg.catalog, &self.cfg.schema, ctx.schema);
+        let ddl_statements = self.ensure_tables(ctx.schema).await?;
+        let provenance = FileProvenance {
+            table: ctx.schema.table.name().to_string(),
+            schema_version: ctx.schema.version,
+            organization_id: ctx.organization_id,
+            window_start: ctx.window_start,
+            window_end: ctx.window_end,
+            delivery_id: ctx.delivery_id,
+        };
+        let local = tempfile::Builder::new()
+            .prefix("tidemark-databricks-")
+            .suffix(".parquet")
+            .tempfile()
+            .map_err(|e| Error::unexpected("cannot create a local staging file").with_source(e))?;
+        let (rows, bytes, sha256) = write_parquet(ctx, &provenance, local.path(), batches).await?;
+        let plain = |quoted: &str| quoted.replace('`', "");
+        let mut receipt = serde_json::json!({
+            "kind": DestinationKind::Databricks.label(),
+            "host": self.cfg.host,
+            "warehouse_id": self.cfg.warehouse_id,
+            "raw_table": plain(&names.raw),
+            "analyst_table": plain(&names.analyst),
+            "rows": rows,
+            "ddl_statement_ids": ddl_statements,
+            "provenance": provenance,
+        });
+        if rows == 0 {
+            receipt["skipped"] = "empty window: nothing staged or loaded".into();
+            return Ok(Delivered {
+                rows,
+                bytes: 0,
+                receipt,
+            });
+        }
+
+        let directory = self.staging_directory(ctx.schema);
+        let file_name = format!("{}.parquet", ctx.delivery_id);
+        let staged = format!("{directory}/{file_name}");
+        self.client
+            .upload(&staged, UploadBody::File(local.path().to_path_buf(), bytes))
+            .await?;
+        drop(local);
+
+        ctx.fence.ensure().await?;
+        let copy_sql = ddl::copy_into(&names, ctx.schema, &directory, &file_name, ctx.delivery_id);
+        let copy = self
+            .client
+            .execute(&copy_sql, &format!("COPY INTO {} from {staged}", plain(&names.raw)))
+            .await?;
+        tracing::debug!(statement_id = %copy.statement_id, table = %names.raw, "COPY INTO done.");
+
+        ctx.fence.ensure().await?;
+        let merge_sql = ddl::merge(&names, ctx.schema, ctx.delivery_id);
+        let merge = self
+            .client
+            .execute(&merge_sql, &format!("MERGE INTO {}", plain(&names.analyst)))
+            .await?;
+
+        let deleted = if self.cfg.keep_staged_files.unwrap_or(false) {
+            false
+        } else {
+            match self.client.delete(&staged).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(path = %staged, error = %e, "Deleting a staged file failed; it stays in the volume.");
+                    false
+                }
+            }
+        };
+        receipt["staged_file"] = staged.into();
+        receipt["staged_file_deleted"] = deleted.into();
+        receipt["bytes"] = bytes.into();
+        receipt["sha256"] = sha256.into();
+        receipt["copy_into"] = copy.first_row_json();
+        receipt["merge"] = merge.first_row_json();
+        Ok(Delivered { rows, bytes, receipt })
+    }
+}
