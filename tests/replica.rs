@@ -590,8 +590,7 @@ async fn pre_created_objects_work_with_only_dml_grants_and_the_view_follows_the_
     let (url, mut config) = replica(&env, "replica", "pre").await;
     // The operator creates everything from the generated DDL; tidemark may not create.
     let schema = env.registry.get(Table::Identities, 1).unwrap();
-    let mut statements = ddl::create_statements(&schema, "pre", true);
-    statements.extend(ddl::control_statements("pre"));
+    let mut statements = ddl::provisioning_statements(&schema, "pre", true);
     // Exactly the grants docs/destinations/postgres-replica.md lists for create_tables = false.
     statements.extend([
         "CREATE ROLE replica_dml LOGIN".to_string(),
