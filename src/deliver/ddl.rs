@@ -59,7 +59,7 @@ pub fn generate(kind: DestinationKind, schema: &TableSchema) -> Result<String> {
             super::bigquery::ddl::JsonbAs::default(),
         ),
         DestinationKind::Databricks => super::databricks::ddl::create_statements("main", "tidemark", schema),
-        DestinationKind::PostgresReplica => super::replica::ddl::create_statements(schema, "tidemark", true),
+        DestinationKind::PostgresReplica => super::replica::ddl::provisioning_statements(schema, "tidemark", true),
         #[cfg(feature = "iceberg")]
         DestinationKind::IcebergS3 => super::iceberg::ddl::create_statements(schema, "tidemark"),
         other => {

@@ -3,6 +3,29 @@
 
 CREATE SCHEMA IF NOT EXISTS "tidemark";
 
+CREATE TABLE IF NOT EXISTS "tidemark"."_tidemark_deliveries" (
+  "delivery_id" uuid PRIMARY KEY,
+  "organization_id" uuid NOT NULL,
+  "table_name" text NOT NULL,
+  "schema_version" integer NOT NULL,
+  "window_start" timestamptz NOT NULL,
+  "window_end" timestamptz NOT NULL,
+  "rows" bigint NOT NULL,
+  "raw_inserted" bigint NOT NULL,
+  "inserted" bigint NOT NULL,
+  "updated" bigint NOT NULL,
+  "skipped_as_older" bigint NOT NULL,
+  "loads" integer NOT NULL DEFAULT 1,
+  "first_loaded_at" timestamptz NOT NULL DEFAULT now(),
+  "loaded_at" timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS "tidemark"."_tidemark_replica" (
+  "singleton" boolean PRIMARY KEY DEFAULT true CHECK ("singleton"),
+  "organization_id" uuid NOT NULL,
+  "created_at" timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE IF NOT EXISTS "tidemark"."findings_v2" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,

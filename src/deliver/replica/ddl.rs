@@ -173,33 +173,43 @@ pub fn create_statements(schema: &TableSchema, namespace: &str, raw_history: boo
         .collect()
 }
 
+/// Everything a schema needs for one table, for hand provisioning (`create_tables: false`)
+/// and `warehouse/postgres/`: [`create_statements`] with the bookkeeping tables of
+/// [`control_statements`] after the `CREATE SCHEMA`. Idempotent except the `COMMENT`s.
+pub fn provisioning_statements(schema: &TableSchema, namespace: &str, raw_history: bool) -> Vec<String> {
+    let mut out = create_statements(schema, namespace, raw_history);
+    let control = control_statements(namespace).into_iter().skip(1);
+    out.splice(1..1, control);
+    out
+}
+
 /// The schema's bookkeeping tables: the replay ledger and the owning organization.
 pub fn control_statements(namespace: &str) -> Vec<String> {
     vec![
         format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(namespace)),
         format!(
             "CREATE TABLE IF NOT EXISTS {} (\n  \
-               delivery_id uuid PRIMARY KEY,\n  \
-               organization_id uuid NOT NULL,\n  \
-               table_name text NOT NULL,\n  \
-               schema_version integer NOT NULL,\n  \
-               window_start timestamptz NOT NULL,\n  \
-               window_end timestamptz NOT NULL,\n  \
-               rows bigint NOT NULL,\n  \
-               raw_inserted bigint NOT NULL,\n  \
-               inserted bigint NOT NULL,\n  \
-               updated bigint NOT NULL,\n  \
-               skipped_as_older bigint NOT NULL,\n  \
-               loads integer NOT NULL DEFAULT 1,\n  \
-               first_loaded_at timestamptz NOT NULL DEFAULT now(),\n  \
-               loaded_at timestamptz NOT NULL DEFAULT now()\n)",
+               \"delivery_id\" uuid PRIMARY KEY,\n  \
+               \"organization_id\" uuid NOT NULL,\n  \
+               \"table_name\" text NOT NULL,\n  \
+               \"schema_version\" integer NOT NULL,\n  \
+               \"window_start\" timestamptz NOT NULL,\n  \
+               \"window_end\" timestamptz NOT NULL,\n  \
+               \"rows\" bigint NOT NULL,\n  \
+               \"raw_inserted\" bigint NOT NULL,\n  \
+               \"inserted\" bigint NOT NULL,\n  \
+               \"updated\" bigint NOT NULL,\n  \
+               \"skipped_as_older\" bigint NOT NULL,\n  \
+               \"loads\" integer NOT NULL DEFAULT 1,\n  \
+               \"first_loaded_at\" timestamptz NOT NULL DEFAULT now(),\n  \
+               \"loaded_at\" timestamptz NOT NULL DEFAULT now()\n)",
             qualified(namespace, LEDGER)
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {} (\n  \
-               singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),\n  \
-               organization_id uuid NOT NULL,\n  \
-               created_at timestamptz NOT NULL DEFAULT now()\n)",
+               \"singleton\" boolean PRIMARY KEY DEFAULT true CHECK (\"singleton\"),\n  \
+               \"organization_id\" uuid NOT NULL,\n  \
+               \"created_at\" timestamptz NOT NULL DEFAULT now()\n)",
             qualified(namespace, OWNER)
         ),
     ]

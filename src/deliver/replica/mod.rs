@@ -282,7 +282,19 @@ impl ReplicaDestination {
                 quote_ident(ns)
             )));
         }
-        // Existing tables must hold the published columns with the published types.
+        // Existing tables must be tables (plain or partitioned) …
+        for table in [&names.analyst, &names.raw] {
+            if let Some((_, kind)) = existing.iter().find(|(n, k)| n == table && k != "r" && k != "p") {
+                return Err(Error::new(
+                    ErrorKind::DestinationRejected,
+                    format!(
+                        "replica object {} is not a table (pg_class.relkind '{kind}'); drop or rename it",
+                        qualified(ns, table)
+                    ),
+                ));
+            }
+        }
+        // … holding the published columns with the published types.
         let mut add_columns = Vec::new();
         for table in [&names.analyst, &names.raw] {
             if !has(table) || (table == &names.raw && !self.cfg.raw_history) {
@@ -350,8 +362,7 @@ impl ReplicaDestination {
         if !has(ddl::LEDGER) || !has(ddl::OWNER) {
             statements.extend(ddl::control_statements(ns).into_iter().skip(1));
         }
-        // Only what is missing is created (and commented: that needs ownership); the view is
-        // replaced every time, so it follows the columns and the `raw_history` setting.
+        // Only what is missing is created (and commented: that needs ownership).
         if self.cfg.create_tables {
             let ddl = ddl::TableDdl::new(schema, ns, self.cfg.raw_history);
             if !has(&names.analyst) {
@@ -511,12 +522,19 @@ impl ReplicaDestination {
             )));
         }
 
-        // Temporary tables are never auto-analyzed; the merge below plans better with stats.
+        let copy_ms = started.elapsed().as_millis() as u64;
+        // Temporary tables are never auto-analyzed; the merge below plans better knowing the
+        // row count and the key columns (only those: jsonb payloads make a full ANALYZE cost
+        // as much as the upsert).
+        let started = std::time::Instant::now();
         (&mut *tx)
-            .execute(sqlx::raw_sql(&format!("ANALYZE {}", quote_ident(STAGE))))
+            .execute(sqlx::raw_sql(&format!(
+                "ANALYZE {} (\"id\", \"updated_at\")",
+                quote_ident(STAGE)
+            )))
             .await
             .map_err(fail("cannot analyze the staging table".into()))?;
-        let copy_ms = started.elapsed().as_millis() as u64;
+        let analyze_ms = started.elapsed().as_millis() as u64;
 
         // 2. History: every version once.
         let started = std::time::Instant::now();
@@ -597,6 +615,7 @@ impl ReplicaDestination {
         });
         let timings = serde_json::json!({
             "copy_ms": copy_ms,
+            "analyze_ms": analyze_ms,
             "raw_insert_ms": raw_ms,
             "upsert_ms": upsert_ms,
             "ledger_fence_commit_ms": started.elapsed().as_millis() as u64,
