@@ -38,8 +38,10 @@ CACHE = Path(os.environ.get("TIDEMARK_CACHE", str(Path.home() / ".cache" / "tide
 REQUIREMENTS = BENCH / "requirements.txt"
 PG2PARQUET_VERSION = "0.2.2"
 PEERS = ["duckdb", "connectorx", "adbc", "pg2parquet"]
-OPTIONAL_TOOLS = ["duckdb-scan", "copy-unordered"]
+OPTIONAL_TOOLS = ["duckdb-scan", "copy-unordered", "tidemark-iceberg"]
 WINDOW_SECONDS = 900
+# Tools in the tables that are not peers (the 1.3× target is against the others).
+NOT_PEERS = ("tidemark", "copy", "copy-unordered", "tidemark-iceberg")
 
 
 def log(msg: str) -> None:
@@ -248,6 +250,17 @@ class Cluster:
 # --------------------------------------------------------------------------------------------
 
 
+def iceberg_commits(path: Path):
+    """Snapshots in the newest metadata file of every Iceberg table under path (read as JSON,
+    independently of tidemark), or None when there is no table."""
+    total = None
+    for meta_dir in sorted({p.parent for p in path.rglob("*.metadata.json")}):
+        newest = max(meta_dir.glob("*.metadata.json"), key=lambda p: p.stat().st_mtime_ns)
+        snaps = json.loads(newest.read_text()).get("snapshots") or []
+        total = (total or 0) + len(snaps)
+    return total
+
+
 def dir_stats(path: Path):
     """(rows by pyarrow Parquet metadata, files, bytes) over every .parquet file under path."""
     import pyarrow.parquet as pq
@@ -417,7 +430,8 @@ class Bench:
     # ---- data --------------------------------------------------------------------------------
 
     def tm_env(self, url: str) -> dict:
-        return dict(os.environ, TIDEMARK_DATABASE_URL=url, TIDEMARK_LOG=self.args.tidemark_log)
+        return dict(os.environ, TIDEMARK_DATABASE_URL=url, TIDEMARK_LOG=self.args.tidemark_log,
+                    BENCH_ICEBERG_CATALOG_URL=url)
 
     def tm(self, url: str, *argv, check=True) -> subprocess.CompletedProcess:
         r = subprocess.run([str(self.tidemark), *argv], env=self.tm_env(url), capture_output=True, text=True)
@@ -536,13 +550,21 @@ class Bench:
         lvl = ["--zstd-level", str(a.peer_zstd_level)]
         extra: dict = {}
         cleanup = None
-        if tool == "tidemark":
-            name = f"bench-{case}-{self.stamp}-r{rep}"
+        if tool in ("tidemark", "tidemark-iceberg"):
+            name = f"bench-{case}-{self.stamp}-{tool}-r{rep}"
             start_from = "now" if case == "whole" else rfc3339(self.w_start)
             org = self.org if case == "whole" else self.win_org
+            if tool == "tidemark":
+                kind, config = "PARQUET_S3", {"url": f"file://{out}"}
+            else:
+                # ICEBERG_S3 on the same local disk, its SQL catalog in the benchmarked database
+                # (by reference, as every credential); a namespace per run keeps runs apart.
+                kind = "ICEBERG_S3"
+                config = {"warehouse": f"file://{out}", "namespace": f"bench_{self.stamp.lower()}_r{rep}",
+                          "catalog": {"type": "sql", "url": {"env": "BENCH_ICEBERG_CATALOG_URL"}}}
             self.tm(
-                url, "destination", "add", "--org", org, "--kind", "PARQUET_S3", "--name", name,
-                "--tables", "events", "--start-from", start_from, "--config", json.dumps({"url": f"file://{out}"}),
+                url, "destination", "add", "--org", org, "--kind", kind, "--name", name,
+                "--tables", "events", "--start-from", start_from, "--config", json.dumps(config),
             )
             cleanup = lambda: self.tm(url, "destination", "remove", name, "--yes", check=False)  # noqa: E731
             if case == "whole":
@@ -555,6 +577,8 @@ class Bench:
             else:
                 argv = [self.tidemark, "run", "--until-idle", "--workers", a.workers, "--json"]
             res = runner.run(label, argv, env=self.tm_env(url), cwd=self.work)
+            if tool == "tidemark-iceberg":
+                res["commits"] = iceberg_commits(out)
         elif tool in ("copy", "copy-unordered"):
             sql = q["sql"] if tool == "copy" else q["sql_unordered"]
             argv = ["psql", "-X", "-v", "ON_ERROR_STOP=1", url, "-c", f"\\copy ({sql}) TO '/dev/null' WITH (FORMAT binary)"]
@@ -609,7 +633,7 @@ class Bench:
         else:
             rows, files, size = dir_stats(out)
             res.update(rows=rows, output_bytes=size, files=files)
-            if tool == "tidemark":
+            if tool in ("tidemark", "tidemark-iceberg"):
                 try:
                     report = json.loads(stdout)
                     summary = report.get("summary", report)
@@ -730,6 +754,7 @@ def summarize(runs: list, tools: list) -> dict:
             "rss_mb": med("rss_mb"),
             "output_mb": (med("output_bytes") / 1e6) if ok else None,
             "files": med("files"),
+            "commits": med("commits"),
             "inner_s": med("inner_s") if ok and all(r.get("inner_s") is not None for r in ok) else None,
             "walls": [r.get("wall_s") for r in ok],
             "rows": ok[0]["rows"] if ok else None,
@@ -787,6 +812,7 @@ TOOL_LABEL = {
     "connectorx": "ConnectorX → pyarrow",
     "adbc": "ADBC PostgreSQL → pyarrow",
     "pg2parquet": "pg2parquet",
+    "tidemark-iceberg": "tidemark → ICEBERG_S3 (local warehouse, SQL catalog)",
 }
 
 
@@ -801,6 +827,7 @@ def tool_version(b: Bench, tool: str) -> str:
         "connectorx": f"connectorx {v.get('connectorx')}, pyarrow {v.get('pyarrow')}",
         "adbc": f"adbc-driver-postgresql {v.get('adbc-driver-postgresql')}, pyarrow {v.get('pyarrow')}",
         "pg2parquet": (v.get("pg2parquet") or "").replace("pg2parquet ", ""),
+        "tidemark-iceberg": v.get("tidemark", "").replace("tidemark ", "") + tidemark_rev(b),
     }.get(tool, "?")
 
 
@@ -876,7 +903,7 @@ def targets(b: Bench) -> list:
                          f"tidemark {tm['wall_s']:.2f} s vs COPY {cp['wall_s']:.2f} s = {r:.2f}×.")
         else:
             lines.append("- One window, tidemark ≤ 1.2× binary COPY: **not measured** (a run failed).")
-        peers = {t: e for t, e in s.items() if t not in ("tidemark", "copy", "copy-unordered") and e.get("wall_s")}
+        peers = {t: e for t, e in s.items() if t not in NOT_PEERS and e.get("wall_s")}
         if tm.get("wall_s") and peers:
             best = min(peers, key=lambda t: peers[t]["wall_s"])
             r = peers[best]["wall_s"] / tm["wall_s"]
@@ -887,7 +914,7 @@ def targets(b: Bench) -> list:
     if "whole" in cases:
         s = cases["whole"]["summary"]
         tm, cp = s.get("tidemark", {}), s.get("copy", {})
-        peers = {t: e for t, e in s.items() if t not in ("tidemark", "copy", "copy-unordered") and e.get("wall_s")}
+        peers = {t: e for t, e in s.items() if t not in NOT_PEERS and e.get("wall_s")}
         if tm.get("wall_s") and peers:
             best = min(peers, key=lambda t: peers[t]["wall_s"])
             r = peers[best]["wall_s"] / tm["wall_s"]
@@ -958,6 +985,17 @@ def render_markdown(b: Bench) -> str:
                 L.append(f"tidemark wrote {tmrep[0].get('files')} files under `events/v1/org_id=…/date=…/` (one object per "
                          f"delivery: a backfill chunk, {chunk}, of whole 15-minute windows); each peer writes one file.")
                 L.append("")
+        ice = [r for r in res["cases"][case]["runs"] if r["tool"] == "tidemark-iceberg" and r.get("ok")]
+        if ice:
+            tm_s = res["cases"][case]["summary"].get("tidemark", {})
+            ice_s = res["cases"][case]["summary"]["tidemark-iceberg"]
+            rel = (f"; {ice_s['rows_per_s'] / tm_s['rows_per_s']:.2f}× the PARQUET_S3 rate of the same run"
+                   if tm_s.get("rows_per_s") and ice_s.get("rows_per_s") else "")
+            L.append(f"ICEBERG_S3 (same binary, same data, local warehouse, SQL catalog in the same cluster): "
+                     f"{ice_s['rows_per_s']:,.0f} rows/s{rel}; {ice[0].get('files')} data files and "
+                     f"{ice[0].get('commits')} commits (snapshots, counted in the table's newest metadata JSON) "
+                     f"per run: one commit per delivery. Rows counted from the data files' Parquet metadata.")
+            L.append("")
     L.append("## Targets")
     L.append("")
     L.extend(targets(b))

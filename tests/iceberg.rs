@@ -454,6 +454,35 @@ async fn local_warehouse_and_maintenance() {
     let table_dir = PathBuf::from(lake.warehouse.trim_start_matches("file://")).join("tidemark/events_v1");
     assert_eq!(manifest_lists(&table_dir), snapshots);
 
+    // `tidemark query` on the destination: the current snapshot's files, found through the
+    // catalog, with the same history table and `latest` view as every other kind.
+    let query = |sql: &str| {
+        let out = env
+            .cli()
+            .args(["query", "--destination", "ice-local", "--format", "json", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let delivered: u64 = outcomes.iter().map(|o| o.rows).sum();
+    let counts = query("SELECT count(*) AS n FROM events_v1_raw");
+    assert_eq!(counts[0]["n"], delivered, "every committed row, once");
+    let latest =
+        query("SELECT CAST(id AS VARCHAR) AS id, CAST(updated_at AS VARCHAR) AS u FROM events_v1_latest ORDER BY 1");
+    let ids: Vec<String> = latest.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let expected: Vec<String> = source.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(ids, expected, "the latest view holds each source id once");
+    let list = env
+        .cli()
+        .args(["query", "--destination", "ice-local", "--list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("\"events_v1_latest\""));
+
     // One delivery is pretended to be still pending a retry: its snapshot must survive.
     let pending: Uuid = sqlx::query_scalar(
         "SELECT id FROM warehouse_deliveries WHERE destination_id = $1 ORDER BY watermark_start LIMIT 1",

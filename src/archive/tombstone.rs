@@ -463,6 +463,31 @@ pub async fn commit_batch(pool: &PgPool, run_id: Uuid, batch: &PreparedBatch) ->
         .into_iter()
         .collect()
     };
+    // Every proving delivery must still be delivered: `destination rewind` may have put it
+    // back in the queue since the batch was prepared. FOR SHARE holds off a rewind (its
+    // UPDATE) until this transaction ends; the rewind also waits on the destination lock.
+    let proving: Vec<Uuid> = batch
+        .rows
+        .iter()
+        .filter_map(|r| match &r.proof {
+            Proof::Delivery { delivery_id, .. } => Some(*delivery_id),
+            Proof::Override { .. } => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let delivered: HashSet<Uuid> = if proving.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar::<_, Uuid>(
+            "SELECT id FROM warehouse_deliveries WHERE id = ANY($1) AND status = 'delivered' ORDER BY id FOR SHARE",
+        )
+        .bind(&proving)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
     let override_ = batch.rows.iter().find_map(|r| match &r.proof {
         Proof::Override { override_id, reason } => Some((*override_id, reason.clone())),
         Proof::Delivery { .. } => None,
@@ -491,7 +516,7 @@ pub async fn commit_batch(pool: &PgPool, run_id: Uuid, batch: &PreparedBatch) ->
                 destination_id,
                 ..
             } => {
-                if !active.contains(destination_id) {
+                if !active.contains(destination_id) || !delivered.contains(delivery_id) {
                     continue;
                 }
                 proof_ids.insert(*delivery_id);

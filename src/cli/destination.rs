@@ -35,6 +35,35 @@ pub enum DestinationCommand {
     /// starts a dual-write window (both versions, each with its own windows and watermark),
     /// `--versions 2` then retires v1 (no new v1 windows; those already planned complete).
     SetSchemaVersions(SetVersionsArgs),
+    /// Replace a destination's configuration, e.g. to point at rotated credentials. The new
+    /// configuration is validated, its references resolved and the destination probed before
+    /// anything changes (`--no-check` skips the probe); the kind cannot change. The next
+    /// attempt of every window uses it.
+    SetConfig {
+        /// Destination id or unique name.
+        destination: String,
+        /// The whole new configuration: JSON, or @file with JSON.
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        no_check: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Probe a destination with its stored configuration (resolves its credential references
+    /// and writes/reads a check object or runs a check query). Exit 0 when it is reachable.
+    Check {
+        /// Destination id or unique name.
+        destination: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-deliver a table's windows from an instant on: delivered windows that end after
+    /// `--from` go back into the queue and the watermark moves back. Dry run unless
+    /// `--execute`. Refused while one of them is being delivered, or when one proves rows
+    /// archived by the cold-storage pass. Re-delivery reuses each window's delivery id, so no
+    /// destination gets duplicates (docs/OPERATIONS.md#rewinding-a-watermark).
+    Rewind(RewindArgs),
     /// Delete a destination and its delivery history.
     Remove {
         destination: String,
@@ -76,6 +105,26 @@ pub struct AddArgs {
     /// Skip the reachability probe (the configuration is still validated).
     #[arg(long)]
     no_check: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RewindArgs {
+    /// Destination id or unique name.
+    destination: String,
+    /// The table to rewind.
+    #[arg(long)]
+    table: Table,
+    /// Instant (RFC 3339 or YYYY-MM-DD) from which windows are delivered again.
+    #[arg(long)]
+    from: String,
+    /// Only this major schema version (default: every version the table has a watermark for).
+    #[arg(long)]
+    version: Option<u32>,
+    /// Apply the rewind (default: report what would be re-queued).
+    #[arg(long)]
+    execute: bool,
     #[arg(long)]
     json: bool,
 }
@@ -217,6 +266,74 @@ pub async fn run(ctx: &Context, cmd: DestinationCommand) -> Result<u8> {
             Ok(0)
         }
         DestinationCommand::SetSchemaVersions(args) => set_schema_versions(ctx, args).await,
+        DestinationCommand::SetConfig {
+            destination,
+            config,
+            no_check,
+            json: as_json,
+        } => {
+            let config = parse_config(&config)?;
+            let pool = ctx.control().await?;
+            ensure_migrated(&pool).await?;
+            let d = destinations::resolve(&pool, &destination).await?;
+            let unchanged = |e: Error| Error::new(e.kind(), format!("{e}; configuration unchanged"));
+            let built = deliver::build(d.kind, &config).map_err(unchanged)?;
+            if !no_check {
+                built
+                    .check()
+                    .await
+                    .map_err(|e| unchanged(Error::new(e.kind(), format!("destination check failed: {e}"))))?;
+            }
+            destinations::set_config(&pool, d.id, &config).await?;
+            if as_json {
+                json(
+                    &serde_json::json!({"destination": d.name, "destination_id": d.id, "checked": !no_check, "config": config}),
+                );
+            } else {
+                println!(
+                    "destination {} ({}): configuration replaced{}; the next attempt of every window uses it",
+                    d.name,
+                    d.id,
+                    if no_check { " (not probed)" } else { " and probed" }
+                );
+            }
+            Ok(0)
+        }
+        DestinationCommand::Check {
+            destination,
+            json: as_json,
+        } => {
+            let pool = ctx.control().await?;
+            ensure_migrated(&pool).await?;
+            let d = destinations::resolve(&pool, &destination).await?;
+            let started = std::time::Instant::now();
+            let outcome = match deliver::build(d.kind, &d.config) {
+                Ok(built) => built.check().await,
+                Err(e) => Err(e),
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            if as_json {
+                json(&serde_json::json!({
+                    "destination": d.name, "destination_id": d.id, "kind": d.kind, "ok": outcome.is_ok(),
+                    "error_kind": outcome.as_ref().err().map(|e| e.kind().as_str()),
+                    "error": outcome.as_ref().err().map(|e| e.to_string()), "seconds": seconds,
+                }));
+            }
+            match outcome {
+                Ok(()) => {
+                    if !as_json {
+                        println!("destination {} ({}) is reachable ({seconds:.2}s)", d.name, d.kind);
+                    }
+                    Ok(0)
+                }
+                Err(e) if as_json => Ok(crate::cli::exit_code(&e)),
+                Err(e) => Err(Error::new(
+                    e.kind(),
+                    format!("destination {} check failed: {e}", d.name),
+                )),
+            }
+        }
+        DestinationCommand::Rewind(args) => rewind(ctx, args).await,
         DestinationCommand::Pause { destination } => set_status(ctx, &destination, "paused").await,
         DestinationCommand::Resume { destination } => set_status(ctx, &destination, "active").await,
         DestinationCommand::Remove { destination, yes } => {
@@ -353,6 +470,51 @@ async fn set_schema_versions(ctx: &Context, args: SetVersionsArgs) -> Result<u8>
             vs(&d.versions(*t)),
             vs(&versions)
         );
+    }
+    Ok(0)
+}
+
+async fn rewind(ctx: &Context, args: RewindArgs) -> Result<u8> {
+    let from = parse_instant(&args.from).map_err(Error::invalid)?;
+    let pool = ctx.control().await?;
+    ensure_migrated(&pool).await?;
+    let d = destinations::resolve(&pool, &args.destination).await?;
+    if !d.enabled_tables.contains(&args.table) {
+        return Err(Error::invalid(format!(
+            "table {} is not enabled for destination {}",
+            args.table, d.name
+        )));
+    }
+    let r = crate::control::rewind::rewind(&pool, d.id, args.table, args.version, from, args.execute).await?;
+    if args.json {
+        json(&serde_json::json!({"destination": d.name, "rewind": r}));
+        return Ok(0);
+    }
+    let verb = if r.executed { "re-queued" } else { "would re-queue" };
+    for v in &r.versions {
+        println!(
+            "{} {} v{}: {verb} {} delivered window(s), {} row(s){}",
+            d.name,
+            r.table,
+            v.schema_version,
+            v.requeued,
+            v.requeued_rows,
+            match (v.first_window, v.last_window_end) {
+                (Some(a), Some(b)) => format!(" in [{}, {})", instant(Some(a)), instant(Some(b))),
+                _ => String::new(),
+            }
+        );
+        for (status, n) in &v.untouched {
+            println!("  {n} {status} window(s) in the range left as they are");
+        }
+        println!(
+            "  delivered through: {} -> {}",
+            instant(v.delivered_through_before),
+            instant(v.delivered_through_after)
+        );
+    }
+    if !r.executed {
+        println!("dry run: nothing changed; pass --execute to rewind");
     }
     Ok(0)
 }

@@ -29,7 +29,8 @@ pub struct QueryArgs {
     /// the demo's `tidemark-demo/parquet` when it exists.
     #[arg(long, conflicts_with = "destination")]
     dir: Option<PathBuf>,
-    /// Query what a PARQUET_S3 destination (id or name) has written, local or on S3, with its
+    /// Query what a PARQUET_S3 destination (id or name) has written, local or on S3, or the
+    /// current snapshots of an ICEBERG_S3 destination's tables (through its catalog), with its
     /// configured credentials. Needs the control-plane database.
     #[arg(long)]
     destination: Option<String>,
@@ -56,9 +57,13 @@ async fn export(ctx: &Context, args: &QueryArgs) -> Result<Export> {
         (Some(name), _) => {
             let pool = ctx.control().await?;
             let d = destinations::resolve(&pool, name).await?;
+            #[cfg(feature = "iceberg")]
+            if d.kind == DestinationKind::IcebergS3 {
+                return iceberg_export(ctx, &d.config).await;
+            }
             if d.kind != DestinationKind::ParquetS3 {
                 return Err(Error::invalid(format!(
-                    "destination '{}' is {}; `tidemark query` reads PARQUET_S3 exports (query a warehouse in the warehouse)",
+                    "destination '{}' is {}; `tidemark query` reads PARQUET_S3 exports and ICEBERG_S3 tables (query a warehouse in the warehouse)",
                     d.name, d.kind
                 )));
             }
@@ -94,6 +99,26 @@ async fn export(ctx: &Context, args: &QueryArgs) -> Result<Export> {
     Ok(Export {
         store: destination.store(),
         prefix: destination.prefix().clone(),
+        files: None,
+    })
+}
+
+/// An ICEBERG_S3 destination's tables: the data files of each table's current snapshot,
+/// found through its catalog.
+#[cfg(feature = "iceberg")]
+async fn iceberg_export(ctx: &Context, config: &serde_json::Value) -> Result<Export> {
+    let registry = ctx.registry()?;
+    let dest = crate::deliver::iceberg::IcebergDestination::from_config(config)?;
+    let mut files = std::collections::BTreeMap::new();
+    for schema in registry.iter() {
+        if let Some(f) = dest.current_files(schema).await? {
+            files.insert(format!("{}_v{}", schema.table.name(), schema.version), f);
+        }
+    }
+    Ok(Export {
+        store: dest.store(),
+        prefix: object_store::path::Path::default(),
+        files: Some(files),
     })
 }
 

@@ -244,6 +244,22 @@ pub async fn set_status(pool: &PgPool, id: Uuid, status: &str) -> Result<()> {
     Ok(())
 }
 
+/// Replaces a destination's configuration (validated and probed by the caller). Deliveries
+/// read the configuration when they start, so the next attempt of every window uses it; one
+/// already running finishes with the configuration it started with.
+pub async fn set_config(pool: &PgPool, id: Uuid, config: &serde_json::Value) -> Result<()> {
+    let n = sqlx::query("UPDATE warehouse_destinations SET config = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(config)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::invalid(format!("no destination with id {id}")));
+    }
+    Ok(())
+}
+
 /// Sets the majors `table` is delivered in (validated by the caller against the published
 /// schemas). A version that is added starts from `start` when given (its windows before it are
 /// not planned; backfill them), else from the destination's start; a version that was delivered

@@ -14,6 +14,7 @@
 
 pub mod destinations;
 pub mod outbox;
+pub mod rewind;
 
 use std::str::FromStr;
 use std::time::Duration;

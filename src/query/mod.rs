@@ -24,7 +24,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::ListingOptions;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -40,6 +40,10 @@ const EXPORT_URL: &str = "tidemark://export";
 pub struct Export {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: Path,
+    /// For a table format (Iceberg): the data files of each `<table>_v<N>`'s current snapshot,
+    /// which are registered instead of listing `<prefix>/<table>/v<N>/` (a table's directory
+    /// can hold files no snapshot references). A table missing from the map has no data yet.
+    pub files: Option<std::collections::BTreeMap<String, Vec<Path>>>,
 }
 
 /// One registered relation, for `--list`.
@@ -93,25 +97,55 @@ pub async fn session(export: &Export, registry: &Registry) -> Result<(SessionCon
             .clone()
             .join(table)
             .join(format!("v{}", schema.version).as_str());
-        let objects = export
-            .store
-            .list(Some(&dir))
-            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
-            .try_fold(0usize, |n, _| futures::future::ready(Ok(n + 1)))
-            .await
-            .map_err(|e| crate::deliver::object::classify(&format!("cannot list the export under {dir}"), e))?;
         let raw = format!("{table}_v{}_raw", schema.version);
+        // Hive-style listing of the directory (partition columns org_id and date), or the
+        // explicit files of a table format's snapshot (no partition directories to parse).
+        let (urls, objects, hive): (Vec<String>, usize, bool) = match &export.files {
+            Some(files) => {
+                let urls: Vec<String> = files
+                    .get(&format!("{table}_v{}", schema.version))
+                    .map(|f| f.iter().map(|p| format!("{EXPORT_URL}/{p}")).collect())
+                    .unwrap_or_default();
+                let n = urls.len();
+                (urls, n, false)
+            }
+            None => {
+                let objects = export
+                    .store
+                    .list(Some(&dir))
+                    .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
+                    .try_fold(0usize, |n, _| futures::future::ready(Ok(n + 1)))
+                    .await
+                    .map_err(|e| crate::deliver::object::classify(&format!("cannot list the export under {dir}"), e))?;
+                (vec![format!("{EXPORT_URL}/{dir}/")], objects, true)
+            }
+        };
         if objects > 0 {
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet")
-                .with_table_partition_cols(vec![
+            let mut options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            if hive {
+                options = options.with_table_partition_cols(vec![
                     ("org_id".to_string(), DataType::Utf8),
                     ("date".to_string(), DataType::Utf8),
                 ]);
-            let url = format!("{EXPORT_URL}/{dir}/");
-            ctx.register_listing_table(raw.as_str(), &url, options, Some(schema.arrow_schema()), None)
-                .await
-                .map_err(|e| df_error(&format!("cannot register {raw} at {url}"), e))?;
+            }
+            let paths = urls
+                .iter()
+                .map(|u| ListingTableUrl::parse(u).map_err(|e| df_error(&format!("invalid location {u}"), e)))
+                .collect::<Result<Vec<_>>>()?;
+            let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options);
+            // An Iceberg writer's files carry its own arrow types (field ids, list element
+            // names): read them as they are; the views select the published columns by name.
+            let config = if hive {
+                config.with_schema(schema.arrow_schema())
+            } else {
+                config
+                    .infer_schema(&ctx.state())
+                    .await
+                    .map_err(|e| df_error(&format!("cannot read the schema of {raw}"), e))?
+            };
+            let listing = ListingTable::try_new(config).map_err(|e| df_error(&format!("cannot register {raw}"), e))?;
+            ctx.register_table(raw.as_str(), Arc::new(listing))
+                .map_err(|e| df_error(&format!("cannot register {raw}"), e))?;
         } else {
             let empty = MemTable::try_new(schema.arrow_schema(), vec![vec![]])
                 .map_err(|e| df_error(&format!("cannot register the empty {raw}"), e))?;

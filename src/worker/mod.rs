@@ -139,12 +139,20 @@ impl Worker {
         &self.registry
     }
 
+    /// The destination's current row, and its adapter: built once per configuration, rebuilt
+    /// when `destination set-config` changed it (a long-running `worker` picks up rotated
+    /// credential references without a restart).
     async fn destination(&self, id: Uuid) -> Result<(DestinationRow, Arc<dyn Destination>)> {
-        let mut cache = self.destinations.lock().await;
-        if let Some(d) = cache.get(&id) {
-            return Ok(d.clone());
-        }
         let row = destinations::get(&self.control, id).await?;
+        let mut cache = self.destinations.lock().await;
+        if let Some((cached, built)) = cache.get(&id)
+            && cached.kind == row.kind
+            && cached.config == row.config
+        {
+            let built = built.clone();
+            cache.insert(id, (row.clone(), built.clone()));
+            return Ok((row, built));
+        }
         let built = deliver::build(row.kind, &row.config)?;
         cache.insert(id, (row.clone(), built.clone()));
         Ok((row, built))

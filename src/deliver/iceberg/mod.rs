@@ -172,6 +172,55 @@ impl IcebergDestination {
         &self.namespace
     }
 
+    /// The object store data and metadata files live in (rooted at the bucket, or at the
+    /// warehouse directory for `file://`).
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The data files of the current snapshot of `schema`'s table, as paths in
+    /// [`Self::store`]: exactly the files the table holds (an attempt's uncommitted files and
+    /// orphans are not among them). `None` when the table does not exist yet.
+    pub async fn current_files(&self, schema: &TableSchema) -> Result<Option<Vec<object_store::path::Path>>> {
+        let catalog = self.catalog().await?;
+        let ident = self.table_ident(schema);
+        let exists = catalog
+            .table_exists(&ident)
+            .await
+            .map_err(|e| catalog::classify(format!("cannot look up {ident}"), e))?;
+        if !exists {
+            return Ok(None);
+        }
+        let table = catalog
+            .load_table(&ident)
+            .await
+            .map_err(|e| catalog::classify(format!("cannot load {ident}"), e))?;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Some(Vec::new()));
+        }
+        let scan = table
+            .scan()
+            .select_all()
+            .build()
+            .map_err(|e| catalog::classify(format!("cannot plan a scan of {ident}"), e))?;
+        let mut tasks = scan
+            .plan_files()
+            .await
+            .map_err(|e| catalog::classify(format!("cannot list the data files of {ident}"), e))?;
+        let mut files = Vec::new();
+        while let Some(task) = futures::StreamExt::next(&mut tasks).await {
+            let task = task.map_err(|e| catalog::classify(format!("cannot list the data files of {ident}"), e))?;
+            let path = self
+                .storage
+                .path(task.data_file_path())
+                .map_err(|e| catalog::classify(format!("data file of {ident} outside the warehouse"), e))?;
+            files.push(path);
+        }
+        files.sort();
+        files.dedup();
+        Ok(Some(files))
+    }
+
     pub fn table_ident(&self, schema: &TableSchema) -> TableIdent {
         TableIdent::new(self.namespace.clone(), ddl::table_name(schema))
     }
