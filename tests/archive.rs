@@ -441,7 +441,7 @@ async fn parallel_batches_archive_each_row_once_and_rows_updated_mid_pass_stay()
     // A pass of small batches, four at once, while the application keeps updating rows, newest
     // first, so that updates meet the batches in flight at the pass's frontier.
     let proven = delivered_ids(&env, a).await;
-    assert!(proven.len() > 1_000, "{} provable rows", proven.len());
+    assert!(proven.len() > 300, "{} provable rows", proven.len());
     let proven_at: std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>> = proven.iter().copied().collect();
     let now = tombstone::source_now(&env.control).await.unwrap();
     let run_id = tombstone::start_run(&env.control, now, serde_json::json!({"test": true}))

@@ -159,8 +159,8 @@ pub async fn tombstone(ctx: &Context, args: TombstoneArgs) -> Result<u8> {
     } else {
         Uuid::new_v4()
     };
-    // Ctrl-C or SIGTERM: the pass stops after the batch in flight.
-    let cancel = super::run::interrupt_token("stopping after the batch in flight");
+    // Ctrl-C or SIGTERM: the pass stops after the batches in flight.
+    let cancel = super::run::interrupt_token("stopping after the batches in flight");
     let quiet = args.json;
     let progress = move |s: &tombstone::ScopeReport| {
         if !quiet {
