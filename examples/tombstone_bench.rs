@@ -5,8 +5,14 @@
 //! ```sh
 //! . ~/.cache/tidemark/env   # TIDEMARK_PG_BIN / TIDEMARK_PG_USER (scripts/setup)
 //! CARGO_TARGET_DIR=~/.cache/tidemark/target-release cargo run --release --example tombstone_bench -- \
-//!     [--rows 600000] [--pad-archive 10000000] [--window 3600] [--batch 10000] [--recalls 20]
+//!     [--rows 600000] [--pad-archive 10000000] [--window 3600] [--batch 10000] [--recalls 20] \
+//!     [--parallel 2] [--reps 1]
 //! ```
+//!
+//! `--batch` and `--parallel` take comma-separated lists (`--parallel 1,2,3`): every
+//! combination runs `--reps` times, interleaved (rep 1 of each, then rep 2 of each, with the
+//! order rotated every rep), `events` restored from a pristine copy before each run; the
+//! medians are printed at the end.
 //!
 //! 1. Generates `--rows` events (one organization, 30 days) and exports them as Parquet to a
 //!    local directory in `--window` windows (one object per window).
@@ -17,7 +23,8 @@
 //!    statement), and the same rows deleted in `--batch` batches by id (`DELETE … WHERE id =
 //!    ANY($1)`), the shape a production purge would have.
 //! 4. Times the tombstoning dry run and then `--execute` on `events` (same rows: all of them are
-//!    proven): key walk, proof, binary COPY, canonical hash, DELETE + tombstone INSERT per batch.
+//!    proven): key walk, proof, binary COPY, canonical hash, DELETE + tombstone INSERT per batch,
+//!    for every `--batch` × `--parallel` combination and repetition.
 //! 5. Pads `cold_storage_archive` with synthetic tombstones of another organization up to
 //!    `--pad-archive` rows, then times `--recalls` recalls of one random row by id (library call:
 //!    tombstone lookup, Parquet read with row-group pruning and an id row filter, re-hash).
@@ -43,6 +50,29 @@ use tidemark::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+fn list_arg(name: &str, default: &str) -> Vec<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let raw = args
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or(default);
+    raw.split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} takes numbers separated by commas"))
+        })
+        .collect()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn arg(name: &str, default: i64) -> i64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -61,7 +91,10 @@ async fn main() {
     let rows = arg("--rows", 600_000);
     let pad = arg("--pad-archive", 10_000_000);
     let window = arg("--window", 3600) as i32;
-    let batch = arg("--batch", 10_000) as usize;
+    let batches = list_arg("--batch", "10000");
+    let batch = batches[0];
+    let parallels = list_arg("--parallel", "2");
+    let reps = arg("--reps", 1).max(1) as usize;
     let recalls = arg("--recalls", 20) as usize;
 
     let pg = EphemeralPostgres::start().expect("start postgres");
@@ -119,7 +152,8 @@ async fn main() {
     );
 
     sqlx::raw_sql(
-        "CREATE TABLE events_plain (LIKE events INCLUDING ALL); INSERT INTO events_plain SELECT * FROM events",
+        "CREATE TABLE events_plain (LIKE events INCLUDING ALL); INSERT INTO events_plain SELECT * FROM events; \
+         CREATE TABLE events_pristine AS SELECT * FROM events",
     )
     .execute(&pool)
     .await
@@ -199,6 +233,7 @@ async fn main() {
         table: Some(Table::Events),
         limit: None,
         batch,
+        parallel: parallels[0],
     };
     let t = Instant::now();
     let dry = run_pass(
@@ -214,31 +249,6 @@ async fn main() {
     .unwrap();
     let dry_s = t.elapsed().as_secs_f64();
     assert_eq!(dry.totals.provable, plain);
-    let options = PassOptions {
-        execute: true,
-        ..options
-    };
-    let run_id = tidemark::archive::tombstone::start_run(&pool, now, serde_json::json!({"bench": true}))
-        .await
-        .unwrap();
-    checkpoint(&pool).await;
-    let (own0, pg0) = cpu(postmaster);
-    let t = Instant::now();
-    let done = run_pass(
-        &pool,
-        &registry,
-        &options,
-        run_id,
-        now,
-        &CancellationToken::new(),
-        &|_| {},
-    )
-    .await
-    .unwrap();
-    checkpoint(&pool).await;
-    let tomb_s = t.elapsed().as_secs_f64();
-    let (own1, pg1) = cpu(postmaster);
-    assert_eq!(done.totals.archived, plain);
 
     println!("rows                                   {plain}");
     println!(
@@ -253,25 +263,97 @@ async fn main() {
         "tombstone dry run                      {dry_s:.2} s  {:>9.0} rows/s",
         plain as f64 / dry_s
     );
-    println!(
-        "tombstone --execute                    {tomb_s:.2} s  {:>9.0} rows/s  ({:.1}x one DELETE, {:.1}x batched DELETE)",
-        plain as f64 / tomb_s,
-        tomb_s / plain_s,
-        tomb_s / batched_s
-    );
 
-    let tomb_cpu = (own1 - own0) + (pg1 - pg0);
+    let mut configs: Vec<(usize, usize)> = Vec::new();
+    for &b in &batches {
+        for &p in &parallels {
+            configs.push((b, p));
+        }
+    }
+    // (wall s, tidemark CPU s, postgres CPU s) per configuration.
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); configs.len()];
+    let mut first = true;
+    for rep in 0..reps {
+        for k in 0..configs.len() {
+            let c = (k + rep) % configs.len();
+            let (b, p) = configs[c];
+            if !first {
+                restore(&pool).await;
+            }
+            first = false;
+            let options = PassOptions {
+                execute: true,
+                batch: b,
+                parallel: p,
+                ..options.clone()
+            };
+            let run_id = tidemark::archive::tombstone::start_run(&pool, now, serde_json::json!({"bench": true}))
+                .await
+                .unwrap();
+            checkpoint(&pool).await;
+            let (own0, pg0) = cpu(postmaster);
+            let t = Instant::now();
+            let done = run_pass(
+                &pool,
+                &registry,
+                &options,
+                run_id,
+                now,
+                &CancellationToken::new(),
+                &|_| {},
+            )
+            .await
+            .unwrap();
+            checkpoint(&pool).await;
+            let tomb_s = t.elapsed().as_secs_f64();
+            let (own1, pg1) = cpu(postmaster);
+            assert_eq!(done.totals.archived, plain);
+            let tombstones: i64 = sqlx::query_scalar("SELECT count(DISTINCT row_id) FROM cold_storage_archive")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(tombstones as u64, plain, "one tombstone per row");
+            let (own, pg) = (own1 - own0, pg1 - pg0);
+            results[c].push((tomb_s, own, pg));
+            println!(
+                "tombstone --execute batch {b:<6} parallel {p}  rep {}  {tomb_s:.2} s  {:>9.0} rows/s  CPU {:.2} s \
+                 (tidemark {own:.2}, postgres {pg:.2}) = {:.0} rows per CPU-second; {:.1}x one DELETE, \
+                 {:.1}x batched DELETE; load average {}",
+                rep + 1,
+                plain as f64 / tomb_s,
+                own + pg,
+                plain as f64 / (own + pg),
+                tomb_s / plain_s,
+                tomb_s / batched_s,
+                std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+            );
+        }
+    }
     println!(
-        "CPU seconds (tidemark + its Postgres cluster): one DELETE {plain_cpu:.2}, batched DELETE {batched_cpu:.2}, \
-         tombstone {tomb_cpu:.2} (tidemark {:.2}, postgres {:.2}) = {:.0} rows per CPU-second, {:.1}x one DELETE, \
-         {:.1}x batched DELETE; load average now: {}",
-        own1 - own0,
-        pg1 - pg0,
-        plain as f64 / tomb_cpu,
-        tomb_cpu / plain_cpu.max(0.01),
-        tomb_cpu / batched_cpu.max(0.01),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        "CPU seconds (tidemark + its Postgres cluster): one DELETE {plain_cpu:.2}, batched DELETE {batched_cpu:.2}"
     );
+    for (c, (b, p)) in configs.iter().enumerate() {
+        let r = &results[c];
+        let wall: Vec<f64> = r.iter().map(|x| x.0).collect();
+        let own: Vec<f64> = r.iter().map(|x| x.1).collect();
+        let pg: Vec<f64> = r.iter().map(|x| x.2).collect();
+        let total: Vec<f64> = r.iter().map(|x| x.1 + x.2).collect();
+        println!(
+            "median of {} runs: batch {b:<6} parallel {p}  {:.2} s  {:>9.0} rows/s (runs: {})  CPU {:.2} s (tidemark {:.2}, \
+             postgres {:.2}) = {:.0} rows per CPU-second",
+            r.len(),
+            median(&wall),
+            plain as f64 / median(&wall),
+            wall.iter()
+                .map(|w| format!("{:.0}", plain as f64 / w))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median(&total),
+            median(&own),
+            median(&pg),
+            plain as f64 / median(&total),
+        );
+    }
 
     // Recall of one row by id from a padded archive.
     let t = Instant::now();
@@ -374,6 +456,21 @@ fn cpu(postmaster: u32) -> (f64, f64) {
         }
     }
     (own / 100.0, pg / 100.0)
+}
+
+/// Puts `events` back as it was before the first pass (same rows and `updated_at`, the touch
+/// trigger off while copying; a fresh heap and indexes, vacuumed and analyzed) and empties the
+/// archive, for the next timed pass.
+async fn restore(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "TRUNCATE cold_storage_archive, cold_storage_proofs; TRUNCATE events; \
+         ALTER TABLE events DISABLE TRIGGER USER; INSERT INTO events SELECT * FROM events_pristine; \
+         ALTER TABLE events ENABLE TRIGGER USER",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    vacuum(pool, &["events", "cold_storage_archive"]).await;
 }
 
 /// Each timed phase starts clean and pays for writing out its own dirty pages.

@@ -378,6 +378,177 @@ async fn a_row_updated_after_its_delivery_stays_and_a_concurrent_update_is_not_l
     assert_eq!(left, expected);
 }
 
+/// Ids of `org`'s events whose current updated_at lies in a delivered window of an active
+/// destination, with that updated_at.
+async fn delivered_ids(env: &Env, org: Uuid) -> Vec<(Uuid, chrono::DateTime<chrono::Utc>)> {
+    sqlx::query_as(
+        "SELECT e.id, e.updated_at FROM events e WHERE e.organization_id = $1 AND EXISTS ( \
+           SELECT 1 FROM warehouse_deliveries d JOIN warehouse_destinations w ON w.id = d.destination_id \
+           WHERE w.organization_id = $1 AND w.status = 'active' AND d.\"table\" = 'EVENTS' AND d.status = 'delivered' \
+             AND d.watermark_start <= e.updated_at AND e.updated_at < d.watermark_end) \
+         ORDER BY e.updated_at, e.id",
+    )
+    .bind(org)
+    .fetch_all(&env.control)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_batches_archive_each_row_once_and_rows_updated_mid_pass_stay() {
+    let Some(env) = Env::start(3_000, 1).await else {
+        return;
+    };
+    let a = env.orgs[0];
+    let out = tempfile::tempdir().unwrap();
+    env.add_destination(
+        a,
+        DestinationKind::ParquetS3,
+        "lake",
+        serde_json::json!({"url": format!("file://{}", out.path().display())}),
+        &[Table::Events],
+        900,
+        3,
+    )
+    .await;
+    env.run_until_idle(fast_options()).await;
+    set_retention(&env, a, Some(0)).await;
+    let total = rows_of(&env, "events", a).await;
+
+    // Bounded with several batches in flight: exactly --limit rows leave.
+    let out = env
+        .cli()
+        .args([
+            "tombstone",
+            "--execute",
+            "--json",
+            "--batch",
+            "30",
+            "--parallel",
+            "4",
+            "--limit",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let limited = json_of(&out);
+    assert_eq!(limited["archived"], 100);
+    assert_eq!(limited["limit_reached"], true);
+    assert_eq!(rows_of(&env, "events", a).await, total - 100);
+    assert_eq!(tombstones(&env).await, 100);
+
+    // A pass of small batches, four at once, while the application keeps updating rows, newest
+    // first, so that updates meet the batches in flight at the pass's frontier.
+    let proven = delivered_ids(&env, a).await;
+    assert!(proven.len() > 300, "{} provable rows", proven.len());
+    let proven_at: std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>> = proven.iter().copied().collect();
+    let now = tombstone::source_now(&env.control).await.unwrap();
+    let run_id = tombstone::start_run(&env.control, now, serde_json::json!({"test": true}))
+        .await
+        .unwrap();
+    let options = tombstone::PassOptions {
+        execute: true,
+        organization: Some(a),
+        table: Some(Table::Events),
+        limit: None,
+        batch: 40,
+        parallel: 4,
+    };
+    let pass = {
+        let (pool, registry) = (env.control.clone(), env.registry.clone());
+        tokio::spawn(async move {
+            tombstone::run_pass(
+                &pool,
+                &registry,
+                &options,
+                run_id,
+                now,
+                &CancellationToken::new(),
+                &|_| {},
+            )
+            .await
+        })
+    };
+    let mut updated = Vec::new();
+    for (id, _) in proven.iter().rev().step_by(3) {
+        if pass.is_finished() {
+            break;
+        }
+        let n = sqlx::query("UPDATE events SET severity = 9 WHERE id = $1")
+            .bind(id)
+            .execute(&env.control)
+            .await
+            .unwrap()
+            .rows_affected();
+        if n == 1 {
+            updated.push(*id);
+        }
+    }
+    let report = pass.await.unwrap().unwrap();
+    assert!(!updated.is_empty(), "no update landed before the pass ended");
+    assert!(report.totals.archived > 0);
+
+    // Every row updated before its batch deleted it stays, without a tombstone.
+    let left: std::collections::HashSet<Uuid> =
+        sqlx::query_scalar::<_, Uuid>("SELECT id FROM events WHERE organization_id = $1")
+            .bind(a)
+            .fetch_all(&env.control)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for id in &updated {
+        assert!(
+            left.contains(id),
+            "row {id} was updated during the pass and was deleted"
+        );
+    }
+    // Each row archived once, at the version that was proven, and gone from the hot table.
+    let archived: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT row_id, row_updated_at FROM cold_storage_archive WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&env.control)
+            .await
+            .unwrap();
+    assert_eq!(archived.len() as u64, report.totals.archived);
+    assert_eq!(
+        env.count("SELECT count(*) - count(DISTINCT row_id) FROM cold_storage_archive")
+            .await,
+        0,
+        "a row archived twice"
+    );
+    for (id, at) in &archived {
+        assert_eq!(
+            proven_at.get(id),
+            Some(at),
+            "tombstone of {id} is not of its proven version"
+        );
+        assert!(
+            !left.contains(id),
+            "row {id} has a tombstone and is still in the hot table"
+        );
+    }
+    // Every proven row that was not updated left.
+    let updated: std::collections::HashSet<Uuid> = updated.into_iter().collect();
+    for (id, _) in &proven {
+        assert!(
+            updated.contains(id) || !left.contains(id),
+            "proven row {id}, never updated, stayed"
+        );
+    }
+    assert_eq!(
+        report.totals.archived + report.totals.skipped,
+        report.totals.provable + report.totals.by_override
+    );
+    let recorded: i64 = sqlx::query_scalar("SELECT rows_archived FROM cold_storage_runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&env.control)
+        .await
+        .unwrap();
+    assert_eq!(recorded as u64, report.totals.archived);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_inside_a_batch_leaves_tombstones_and_deletes_together_or_neither() {
     let Some(env) = Env::start(1_500, 1).await else {

@@ -30,6 +30,10 @@ pub struct TombstoneArgs {
     /// Candidate rows per batch; each batch commits in one transaction.
     #[arg(long, default_value_t = tombstone::DEFAULT_BATCH)]
     batch: usize,
+    /// Batches of one organization × table read, hashed and committed at once, each on its own
+    /// connections and in its own transaction (disjoint rows).
+    #[arg(long, default_value_t = tombstone::DEFAULT_PARALLEL)]
+    parallel: usize,
     /// Print the counts (and the run id) as JSON.
     #[arg(long)]
     json: bool,
@@ -130,6 +134,9 @@ pub async fn tombstone(ctx: &Context, args: TombstoneArgs) -> Result<u8> {
     if args.batch == 0 {
         return Err(Error::invalid("--batch must be at least 1"));
     }
+    if args.parallel == 0 || args.parallel > 8 {
+        return Err(Error::invalid("--parallel must be between 1 and 8"));
+    }
     let pool = ctx.control().await?;
     let registry = ctx.registry()?;
     tombstone::ensure_cold_storage(&pool).await?;
@@ -139,20 +146,21 @@ pub async fn tombstone(ctx: &Context, args: TombstoneArgs) -> Result<u8> {
         table: args.table,
         limit: args.limit,
         batch: args.batch,
+        parallel: args.parallel,
     };
     let now = tombstone::source_now(&pool).await?;
     let run_id = if args.execute {
         tombstone::start_run(
             &pool,
             now,
-            serde_json::json!({"org": args.org, "table": args.table, "limit": args.limit, "batch": args.batch}),
+            serde_json::json!({"org": args.org, "table": args.table, "limit": args.limit, "batch": args.batch, "parallel": args.parallel}),
         )
         .await?
     } else {
         Uuid::new_v4()
     };
-    // Ctrl-C or SIGTERM: the pass stops after the batch in flight.
-    let cancel = super::run::interrupt_token("stopping after the batch in flight");
+    // Ctrl-C or SIGTERM: the pass stops after the batches in flight.
+    let cancel = super::run::interrupt_token("stopping after the batches in flight");
     let quiet = args.json;
     let progress = move |s: &tombstone::ScopeReport| {
         if !quiet {
