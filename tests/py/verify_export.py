@@ -209,7 +209,7 @@ def key_display(key):
 
 
 class Schema:
-    def __init__(self, path: str):
+    def __init__(self, path: str, current: bool = False):
         try:
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -247,6 +247,10 @@ class Schema:
             raise UsageError(f"schema {path}: cursor column {self.cursor[0]!r} must be timestamptz")
         if OP in self.types:
             raise UsageError(f"schema {path}: column {OP!r} is reserved for the change envelope")
+        self.current = current
+        if current:
+            # An analyst table read back: the current rows, published columns only.
+            return
         # Every export ends with the envelope column _op (U = current version, D = deleted at
         # updated_at), which is not in the schema file. A file row is keyed by id and _op: a
         # delete and a re-insert of one id in one window are two rows.
@@ -318,7 +322,7 @@ def load_source(args, schema: Schema, org_value: str):
             # Deletes logged by delete capture in the window: the deleted row's last values,
             # with the cursor column set to the time of the delete.
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", (DELETE_LOG,))
-            if cur.fetchone()[0]:
+            if cur.fetchone()[0] and not schema.current:
                 deletes = sql.SQL(
                     "SELECT {cols} FROM (SELECT r.* FROM {log} l CROSS JOIN LATERAL "
                     "jsonb_populate_record(NULL::{table}, l.old_row || jsonb_build_object({cur_name}, l.deleted_at)) r "
@@ -782,12 +786,15 @@ def run(argv):
     ap.add_argument("--from", dest="from_ts", required=True, help="window start, inclusive (RFC 3339)")
     ap.add_argument("--to", dest="to_ts", required=True, help="window end, exclusive (RFC 3339)")
     ap.add_argument("--format", required=True, choices=["parquet", "jsonl"])
+    ap.add_argument("--current", action="store_true",
+                    help="the files hold current rows only (an analyst table read back): "
+                         "no _op column, no deletes")
     ap.add_argument("--duckdb", action="store_true",
                     help="also read the files with DuckDB and compare row count and ids")
     ap.add_argument("files", nargs="+", metavar="FILE")
     args = ap.parse_args(argv)  # exits 2 on usage errors
 
-    schema = Schema(args.schema)
+    schema = Schema(args.schema, current=args.current)
     args.from_ts = parse_ts(args.from_ts, "--from")
     args.to_ts = parse_ts(args.to_ts, "--to")
     org = org_value_for(schema.types[schema.org_column], args.org)
