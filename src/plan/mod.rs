@@ -6,7 +6,9 @@
 //! `now()`, the start time of the writing transaction, so only a transaction that began before
 //! `end` can still commit rows into the window; once none is left, the window's rows are
 //! final. Windows with no rows are skipped (an index skip-scan finds the non-empty ones): a
-//! closed window can never gain rows later.
+//! closed window can never gain rows later. With delete capture ([`crate::capture`]) a logged
+//! delete makes a window non-empty too; its `deleted_at` is the deleting transaction's `now()`,
+//! so the same closing argument covers it.
 //!
 //! Preconditions (checked where possible, see docs/WINDOWS.md): `updated_at` maintained by a
 //! trigger with `now()`; the source is the primary; the source role can see every session in
