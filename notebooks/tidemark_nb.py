@@ -143,12 +143,14 @@ def register(con: duckdb.DuckDBPyConnection, root: Path, table: str, major: int,
         cols += ["CAST(NULL AS DATE) AS date", "CAST(NULL AS VARCHAR) AS org_id"]
         con.execute(f"CREATE OR REPLACE VIEW {raw} AS SELECT {', '.join(cols)} WHERE false")
     columns = {r[0] for r in con.execute(f"DESCRIBE {raw}").fetchall()}
-    # The latest rule of `tidemark query` and the warehouse views: newest updated_at per id
-    # ((id, updated_at) is unique in an export), published columns only.
+    # The latest rule of `tidemark query` and the warehouse views: newest updated_at per id,
+    # on a tie the U (a delete and a re-insert in one transaction: docs/DELETES.md), published
+    # columns only.
     drop = ["org_id", "date"] + (["_op"] if "_op" in columns else [])
+    order = "updated_at DESC, _op DESC" if "_op" in columns else "updated_at DESC"
     newest = (
         f"SELECT * FROM {raw} "
-        "QUALIFY row_number() OVER (PARTITION BY id ORDER BY updated_at DESC) = 1"
+        f"QUALIFY row_number() OVER (PARTITION BY id ORDER BY {order}) = 1"
     )
     if "_op" in columns:
         newest = f"SELECT * FROM ({newest}) WHERE _op IS DISTINCT FROM 'D'"

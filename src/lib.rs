@@ -6,6 +6,7 @@
 //! `deliver` lands it at the destination → the outbox completes it, fenced by the lease.
 
 pub mod archive;
+pub mod capture;
 pub mod cli;
 pub mod control;
 pub mod deliver;

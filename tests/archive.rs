@@ -131,20 +131,13 @@ async fn undelivered_rows_stay_the_dry_run_deletes_nothing_and_archival_is_not_a
     set_retention(&env, b, Some(7)).await; // no destination, no override: nothing may go
     // c: no retention at all.
 
-    // A delete-capture trigger that honours tidemark.archival.
-    sqlx::raw_sql(
-        "CREATE TABLE deleted_events_log (id uuid, deleted_at timestamptz DEFAULT now()); \
-         CREATE FUNCTION capture_event_delete() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN \
-           IF current_setting('tidemark.archival', true) = 'on' THEN RETURN OLD; END IF; \
-           INSERT INTO deleted_events_log (id) VALUES (OLD.id); \
-           RETURN OLD; \
-         END $$; \
-         CREATE TRIGGER events_capture_delete AFTER DELETE ON events FOR EACH ROW EXECUTE FUNCTION capture_event_delete();",
-    )
-    .execute(&env.control)
-    .await
-    .unwrap();
+    // Delete capture (`tidemark source install-delete-capture`) honours tidemark.archival.
+    let out = env
+        .cli()
+        .args(["source", "install-delete-capture", "--tables", "events", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let before: Vec<i64> = futures::future::join_all([a, b, c].map(|o| rows_of(&env, "events", o))).await;
     let provable = delivered_rows(&env, a).await;
@@ -237,13 +230,19 @@ async fn undelivered_rows_stay_the_dry_run_deletes_nothing_and_archival_is_not_a
         0
     );
     // Archival deletes were not captured as business deletes; a business delete is.
-    assert_eq!(env.count("SELECT count(*) FROM deleted_events_log").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM tidemark_delete_log").await, 0);
     sqlx::query("DELETE FROM events WHERE id = (SELECT id FROM events WHERE organization_id = $1 LIMIT 1)")
         .bind(b)
         .execute(&env.control)
         .await
         .unwrap();
-    assert_eq!(env.count("SELECT count(*) FROM deleted_events_log").await, 1);
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM tidemark_delete_log WHERE table_name = 'events' AND organization_id = '{b}'"
+        ))
+        .await,
+        1
+    );
     // The run is recorded; a second pass finds nothing more to archive (idempotent).
     assert_eq!(
         env.count("SELECT count(*) FROM cold_storage_runs WHERE status = 'finished'")

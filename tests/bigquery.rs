@@ -191,7 +191,7 @@ fn verify_analyst(env: &Env, emu: &BqEmulator, dataset: &str, table: Table, org:
     let out = dir.join(format!("{}.parquet", table.name()));
     let exported = emu.export(table, &format!("{dataset}.{}_v1", table.name()), &out);
     let (from, to) = verify_range();
-    let report = verify(env, table, org, from, to, "parquet", &[out]);
+    let report = verify_current(env, table, org, from, to, "parquet", &[out]);
     assert_eq!(report["file_rows"], exported["rows"]);
     exported
 }
@@ -1026,4 +1026,164 @@ async fn added_with_the_cli_and_fed_by_tidemark_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("plaintext secrets are not accepted"), "{err}");
     assert!(!err.contains("ya29.plaintext"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_leaves_the_analyst_table_and_an_older_version_never_resurrects_it() {
+    let Some(env) = Env::start(600, 1).await else {
+        return;
+    };
+    let Some(_) = python() else { return };
+    let Some(emu) = BqEmulator::start() else { return };
+    let org = env.orgs[0];
+    tidemark::capture::install(&env.source, &env.registry, &[Table::Events])
+        .await
+        .unwrap();
+    let config = emu.config("tidemark");
+    let dest = env
+        .add_destination(
+            org,
+            DestinationKind::Bigquery,
+            "bq",
+            config.clone(),
+            &[Table::Events],
+            86_400,
+            3,
+        )
+        .await;
+    let first = env.run_until_idle(fast_options()).await;
+    assert!(first.iter().all(|o| o.status == "delivered"), "{first:#?}");
+
+    // X is deleted; Y is deleted and re-inserted by one transaction (a tie on updated_at).
+    let (x, x_updated_at): (Uuid, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT id, updated_at FROM events WHERE organization_id = $1 ORDER BY updated_at, id LIMIT 1")
+            .bind(org)
+            .fetch_one(&env.control)
+            .await
+            .unwrap();
+    let y: Uuid =
+        sqlx::query_scalar("SELECT id FROM events WHERE organization_id = $1 ORDER BY updated_at DESC, id LIMIT 1")
+            .bind(org)
+            .fetch_one(&env.control)
+            .await
+            .unwrap();
+    sqlx::raw_sql("CREATE TABLE kept_events AS SELECT * FROM events WHERE false")
+        .execute(&env.control)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO kept_events SELECT * FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE y ON COMMIT DROP AS SELECT * FROM events WHERE id = $1")
+        .bind(y)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(y)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO events SELECT * FROM y")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE warehouse_destinations SET window_seconds = 1 WHERE id = $1")
+        .bind(dest.id)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let second = env.run_until_idle(fast_options()).await;
+    assert!(
+        !second.is_empty() && second.iter().all(|o| o.status == "delivered"),
+        "{second:#?}"
+    );
+    let in_table = |relation: &str, id: Uuid| {
+        emu.count(&format!(
+            "SELECT count(*) FROM `tidemark`.`{relation}` WHERE id = '{id}'"
+        ))
+    };
+    assert_eq!((in_table("events_v1", x), in_table("events_v1", y)), (0, 1));
+    assert_eq!(
+        (in_table("events_v1_latest", x), in_table("events_v1_latest", y)),
+        (0, 1)
+    );
+    assert_eq!(
+        emu.count(&format!(
+            "SELECT count(*) FROM `tidemark`.`events_v1_raw` WHERE id = '{x}' AND `_op` = 'D'"
+        )),
+        1,
+        "the raw history keeps the delete"
+    );
+    // The analyst table equals the source's current rows, value by value (up to now: Y's
+    // re-insert is recent).
+    let out = tempfile::tempdir().unwrap();
+    let analyst_equals_source = || {
+        let file = out.path().join("events.parquet");
+        let exported = emu.export(Table::Events, "tidemark.events_v1", &file);
+        let report = verify_current(
+            &env,
+            Table::Events,
+            org,
+            data_end() - ChronoDuration::days(3),
+            chrono::Utc::now() + ChronoDuration::days(1),
+            "parquet",
+            &[file],
+        );
+        assert_eq!(report["file_rows"], exported["rows"]);
+    };
+    analyst_equals_source();
+
+    // X's old version delivered again (its old window re-extracted under a new delivery id,
+    // as a replay that lost its job ids would): X stays deleted.
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO events SELECT * FROM kept_events")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let start = tidemark::plan::align_down(x_updated_at, 3600);
+    let replayed = deliver_once(
+        &env,
+        &config,
+        Table::Events,
+        org,
+        Uuid::new_v4(),
+        start,
+        start + ChronoDuration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert!(replayed.rows > 0);
+    assert_eq!(
+        (in_table("events_v1", x), in_table("events_v1_latest", x)),
+        (0, 0),
+        "no resurrection"
+    );
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    analyst_equals_source();
 }

@@ -887,3 +887,162 @@ async fn the_cli_adds_a_checked_destination_and_run_delivers_to_it() {
         compare_with_source(&env, &server, &schema, env.orgs[0]).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_leaves_the_analyst_table_and_a_replayed_older_version_never_resurrects_it() {
+    let Some(server) = Server::start(&[]) else { return };
+    let Some(env) = Env::start(600, 1).await else { return };
+    let org = env.orgs[0];
+    tidemark::capture::install(&env.source, &env.registry, &[Table::Events])
+        .await
+        .unwrap();
+    let dest = env
+        .add_destination(
+            org,
+            DestinationKind::Databricks,
+            "dbx",
+            server.config(json!({})),
+            &[Table::Events],
+            900,
+            3,
+        )
+        .await;
+    let first = env.run_until_idle(fast_options()).await;
+    assert!(first.iter().all(|o| o.status == "delivered"), "{first:#?}");
+    let schema = env.registry.get(Table::Events, 1).unwrap();
+
+    // X is deleted; Y is deleted and re-inserted by one transaction (a tie on updated_at).
+    let (x, x_updated_at): (Uuid, DateTime<Utc>) =
+        sqlx::query_as("SELECT id, updated_at FROM events WHERE organization_id = $1 ORDER BY updated_at, id LIMIT 1")
+            .bind(org)
+            .fetch_one(&env.control)
+            .await
+            .unwrap();
+    let y: Uuid =
+        sqlx::query_scalar("SELECT id FROM events WHERE organization_id = $1 ORDER BY updated_at DESC, id LIMIT 1")
+            .bind(org)
+            .fetch_one(&env.control)
+            .await
+            .unwrap();
+    let x_delivery: Uuid = sqlx::query_scalar(
+        "SELECT id FROM warehouse_deliveries WHERE destination_id = $1 AND watermark_start <= $2 AND watermark_end > $2",
+    )
+    .bind(dest.id)
+    .bind(x_updated_at)
+    .fetch_one(&env.control)
+    .await
+    .unwrap();
+    sqlx::raw_sql("CREATE TABLE kept_events AS SELECT * FROM events WHERE false")
+        .execute(&env.control)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO kept_events SELECT * FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE y ON COMMIT DROP AS SELECT * FROM events WHERE id = $1")
+        .bind(y)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(y)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO events SELECT * FROM y")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE warehouse_destinations SET window_seconds = 1 WHERE id = $1")
+        .bind(dest.id)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let second = env.run_until_idle(fast_options()).await;
+    assert!(
+        !second.is_empty() && second.iter().all(|o| o.status == "delivered"),
+        "{second:#?}"
+    );
+    // Analyst table and latest view equal the source: X gone, Y kept.
+    compare_with_source(&env, &server, &schema, org).await;
+    let ops = server
+        .sql(&format!(
+            "SELECT `_op` FROM {CATALOG}.{SCHEMA}.events_v1_raw WHERE id = '{x}' ORDER BY updated_at"
+        ))
+        .await;
+    assert_eq!(
+        ops,
+        [[Some("U".to_string())], [Some("D".to_string())]],
+        "the raw history keeps the delete"
+    );
+    assert_eq!(
+        server
+            .sql(&format!(
+                "SELECT count(*) FROM {CATALOG}.{SCHEMA}.events_v1 WHERE id IN ('{x}', '{y}')"
+            ))
+            .await[0][0]
+            .as_deref(),
+        Some("1")
+    );
+
+    // X's old window replayed (its old version back in the source without triggers): the
+    // MERGE sees X's older U and leaves X deleted.
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO events SELECT * FROM kept_events")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query(
+        "UPDATE warehouse_deliveries SET status = 'pending', next_attempt_at = now(), receipt = NULL WHERE id = $1",
+    )
+    .bind(x_delivery)
+    .execute(&env.control)
+    .await
+    .unwrap();
+    let third = env.run_until_idle(fast_options()).await;
+    assert_eq!(third.len(), 1, "{third:#?}");
+    assert_eq!(third[0].status, "delivered");
+    let r: Value = sqlx::query_scalar("SELECT receipt FROM warehouse_deliveries WHERE id = $1")
+        .bind(x_delivery)
+        .fetch_one(&env.control)
+        .await
+        .unwrap();
+    assert_eq!(r["merge"]["num_inserted_rows"], 0, "{r:#}");
+    assert_eq!(
+        server
+            .sql(&format!(
+                "SELECT count(*) FROM {CATALOG}.{SCHEMA}.events_v1 WHERE id = '{x}'"
+            ))
+            .await[0][0]
+            .as_deref(),
+        Some("0"),
+        "the replay did not resurrect X"
+    );
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    compare_with_source(&env, &server, &schema, org).await;
+}

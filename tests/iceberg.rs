@@ -220,7 +220,9 @@ fn verify_dump(
             "--to",
             &to.to_rfc3339(),
         ])
-        .args(["--format", "parquet"])
+        // ICEBERG_S3 does not receive the `_op` envelope column yet (docs/DELETES.md): its
+        // table holds the exported row versions with the published columns only.
+        .args(["--format", "parquet", "--current"])
         .arg(file)
         .output()
         .expect("run verifier");

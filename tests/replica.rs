@@ -595,7 +595,9 @@ async fn pre_created_objects_work_with_only_dml_grants_and_the_view_follows_the_
     statements.extend([
         "CREATE ROLE replica_dml LOGIN".to_string(),
         "GRANT USAGE ON SCHEMA pre TO replica_dml".to_string(),
-        "GRANT SELECT, INSERT, UPDATE ON pre.identities_v1, pre._tidemark_deliveries TO replica_dml".to_string(),
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON pre.identities_v1 TO replica_dml".to_string(),
+        "GRANT SELECT, INSERT, UPDATE ON pre.identities_v1_deleted, pre._tidemark_deliveries TO replica_dml"
+            .to_string(),
         "GRANT SELECT, INSERT ON pre.identities_v1_raw, pre._tidemark_replica TO replica_dml".to_string(),
     ]);
     let mut c = connect(&url).await;
@@ -908,4 +910,176 @@ async fn postgres_replica_conforms() {
         0
     );
     drop(target.pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_removes_the_row_and_a_replayed_older_version_never_resurrects_it() {
+    let Some(env) = Env::start(1_500, 1).await else {
+        return;
+    };
+    let org = env.orgs[0];
+    tidemark::capture::install(&env.source, &env.registry, &[Table::Events])
+        .await
+        .unwrap();
+    let (url, config) = replica(&env, "replica", "tidemark").await;
+    let dest = env
+        .add_destination(
+            org,
+            DestinationKind::PostgresReplica,
+            "pg",
+            config,
+            &[Table::Events],
+            900,
+            3,
+        )
+        .await;
+    let first = env.run_until_idle(fast_options()).await;
+    assert!(first.iter().all(|o| o.status == "delivered"), "{first:#?}");
+
+    // X is deleted; Y is deleted and re-inserted by one transaction (a tie on updated_at).
+    let (x, x_updated_at): (Uuid, DateTime<Utc>) =
+        sqlx::query_as("SELECT id, updated_at FROM events WHERE organization_id = $1 ORDER BY updated_at, id LIMIT 1")
+            .bind(org)
+            .fetch_one(&env.control)
+            .await
+            .unwrap();
+    let y: Uuid =
+        sqlx::query_scalar("SELECT id FROM events WHERE organization_id = $1 ORDER BY updated_at DESC, id LIMIT 1")
+            .bind(org)
+            .fetch_one(&env.control)
+            .await
+            .unwrap();
+    let x_delivery: Uuid = sqlx::query_scalar(
+        "SELECT id FROM warehouse_deliveries WHERE destination_id = $1 AND watermark_start <= $2 AND watermark_end > $2",
+    )
+    .bind(dest.id)
+    .bind(x_updated_at)
+    .fetch_one(&env.control)
+    .await
+    .unwrap();
+    sqlx::raw_sql("CREATE TABLE kept_events AS SELECT * FROM events WHERE false")
+        .execute(&env.control)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO kept_events SELECT * FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE y ON COMMIT DROP AS SELECT * FROM events WHERE id = $1")
+        .bind(y)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(y)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO events SELECT * FROM y")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE warehouse_destinations SET window_seconds = 1 WHERE id = $1")
+        .bind(dest.id)
+        .execute(&env.control)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let second = env.run_until_idle(fast_options()).await;
+    assert!(
+        !second.is_empty() && second.iter().all(|o| o.status == "delivered"),
+        "{second:#?}"
+    );
+    let source = source_rows(&env, Table::Events, org).await;
+    assert!(!source.iter().any(|(i, _)| *i == x));
+    assert!(source.iter().any(|(i, _)| *i == y));
+    assert_eq!(
+        replica_rows(&url, "tidemark", "events_v1").await,
+        source,
+        "X gone, Y kept"
+    );
+    assert_eq!(replica_rows(&url, "tidemark", "events_v1_latest").await, source);
+    let receipts: Vec<serde_json::Value> =
+        futures::future::join_all(second.iter().map(|o| receipt(&env, o.delivery_id))).await;
+    let sum = |k: &str| receipts.iter().map(|r| r[k].as_i64().unwrap()).sum::<i64>();
+    assert_eq!((sum("delete_ids"), sum("deleted")), (1, 1), "{receipts:#?}");
+    // The history keeps the delete; the deleted-ids ledger remembers it.
+    assert_eq!(
+        scalar_i64(
+            &url,
+            &format!("SELECT count(*) FROM tidemark.events_v1_raw WHERE id = '{x}' AND _op = 'D'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar_i64(
+            &url,
+            &format!("SELECT count(*) FROM tidemark.events_v1_deleted WHERE id = '{x}'")
+        )
+        .await,
+        1
+    );
+
+    // The window that carried X's last version, served again with that version (put back in
+    // the source without triggers) and replayed: X stays deleted.
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO events SELECT * FROM kept_events")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    replay(&env, x_delivery).await;
+    let third = env.run_until_idle(fast_options()).await;
+    assert_eq!(third.len(), 1, "{third:#?}");
+    assert_eq!(third[0].status, "delivered");
+    let r = receipt(&env, x_delivery).await;
+    assert_eq!(r["skipped_as_deleted"], 1, "{r}");
+    assert_eq!(
+        (r["inserted"].as_i64(), r["updated"].as_i64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    let replica_now = replica_rows(&url, "tidemark", "events_v1").await;
+    assert!(
+        !replica_now.iter().any(|(i, _)| *i == x),
+        "the replay did not resurrect X"
+    );
+    assert_eq!(replica_now, source, "nothing else moved either");
+
+    // A newer version of X (re-created by the application) does come back.
+    let mut tx = env.control.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id = $1")
+        .bind(x)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("INSERT INTO events SELECT * FROM kept_events")
+        .execute(&env.control)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let fourth = env.run_until_idle(fast_options()).await;
+    assert!(fourth.iter().all(|o| o.status == "delivered"), "{fourth:#?}");
+    let source = source_rows(&env, Table::Events, org).await;
+    assert!(source.iter().any(|(i, _)| *i == x));
+    assert_eq!(replica_rows(&url, "tidemark", "events_v1").await, source, "X is back");
+    assert_eq!(replica_rows(&url, "tidemark", "events_v1_latest").await, source);
 }

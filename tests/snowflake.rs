@@ -435,6 +435,94 @@ impl Direct {
     }
 }
 
+impl Direct {
+    /// Delivers rows with their `_op` (`U` or `D`), as the extraction does with delete capture.
+    async fn deliver_ops(&self, table: Table, delivery: Uuid, rows: &[(Value, &str)]) -> Value {
+        let schema = self.registry.get(table, 1).unwrap();
+        let start: DateTime<Utc> = "2026-10-01T00:00:00Z".parse().unwrap();
+        let ctx = DeliveryContext {
+            delivery_id: delivery,
+            organization_id: Uuid::nil(),
+            schema: &schema,
+            window_start: start,
+            window_end: start + chrono::Duration::minutes(15),
+            fence: Fence::unfenced(),
+        };
+        let values: Vec<Value> = rows.iter().map(|(v, _)| v.clone()).collect();
+        let b = batch(&schema, &values);
+        let mut columns = b.columns().to_vec();
+        columns.push(Arc::new(arrow_array::StringArray::from_iter_values(
+            rows.iter().map(|(_, op)| *op),
+        )));
+        let b = RecordBatch::try_new(schema.export_arrow_schema(), columns).unwrap();
+        let stream: tidemark::extract::BatchStream = Box::pin(futures::stream::iter(vec![Ok(b)]));
+        self.dest.deliver(&ctx, stream).await.unwrap().receipt
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_leaves_the_analyst_table_and_an_older_version_never_resurrects_it() {
+    let Some(sf) = Fakesnow::start() else { return };
+    let d = Direct::new(&sf.config());
+    let analyst_ids = |relation: &str| {
+        sf.rows(&format!(
+            "SELECT \"ID\", \"SOURCE\" FROM {DATABASE}.{SCHEMA}.{relation} ORDER BY \"ID\""
+        ))
+    };
+    let row = |n: u8, source: &str| vec![Some(uuid(n)), Some(source.to_string())];
+    d.deliver_ops(
+        Table::Events,
+        Uuid::new_v4(),
+        &[
+            (event(1, "2026-10-01T00:05:00Z"), "U"),
+            (event(2, "2026-10-01T00:06:00Z"), "U"),
+        ],
+    )
+    .await;
+    // Id 1 deleted (its last values, updated_at = the delete's time).
+    d.deliver_ops(
+        Table::Events,
+        Uuid::new_v4(),
+        &[(event(1, "2026-10-01T00:10:00Z"), "D")],
+    )
+    .await;
+    assert_eq!(analyst_ids("EVENTS_V1"), vec![row(2, "edr")]);
+    assert_eq!(analyst_ids("EVENTS_V1_LATEST"), vec![row(2, "edr")]);
+    // An older version of id 1 arrives late (a replayed window): id 1 stays deleted.
+    let mut older = event(1, "2026-10-01T00:01:00Z");
+    older["source"] = "stale".into();
+    d.deliver_ops(Table::Events, Uuid::new_v4(), &[(older, "U")]).await;
+    assert_eq!(analyst_ids("EVENTS_V1"), vec![row(2, "edr")], "no resurrection");
+    assert_eq!(analyst_ids("EVENTS_V1_LATEST"), vec![row(2, "edr")]);
+    // Id 2 deleted and re-inserted by one transaction: D and U tie on updated_at, the U wins.
+    let mut again = event(2, "2026-10-01T00:12:00Z");
+    again["source"] = "reinserted".into();
+    d.deliver_ops(
+        Table::Events,
+        Uuid::new_v4(),
+        &[(event(2, "2026-10-01T00:12:00Z"), "D"), (again, "U")],
+    )
+    .await;
+    assert_eq!(analyst_ids("EVENTS_V1"), vec![row(2, "reinserted")]);
+    assert_eq!(analyst_ids("EVENTS_V1_LATEST"), vec![row(2, "reinserted")]);
+    // A newer version of id 1 (re-created later) comes back.
+    let mut back = event(1, "2026-10-01T00:30:00Z");
+    back["source"] = "back".into();
+    d.deliver_ops(Table::Events, Uuid::new_v4(), &[(back, "U")]).await;
+    assert_eq!(analyst_ids("EVENTS_V1"), vec![row(1, "back"), row(2, "reinserted")]);
+    assert_eq!(
+        analyst_ids("EVENTS_V1_LATEST"),
+        vec![row(1, "back"), row(2, "reinserted")]
+    );
+    // The raw history keeps every version, the delete included.
+    assert_eq!(
+        sf.count(&format!(
+            "SELECT COUNT(*) FROM {DATABASE}.{SCHEMA}.EVENTS_V1_RAW WHERE \"_OP\" = 'D'"
+        )),
+        2
+    );
+}
+
 fn uuid(n: u8) -> String {
     format!("00000000-0000-4000-8000-0000000000{n:02x}")
 }

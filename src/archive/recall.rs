@@ -8,7 +8,9 @@
 //! the `parquet` crate's async Arrow reader over object-store range requests: row groups whose
 //! `updated_at` statistics exclude every wanted row are skipped, and a row filter on `id`
 //! decodes only the wanted rows of the others. A JSONL object is read whole and its stored
-//! lines are hashed as they are.
+//! lines are hashed as they are, less the trailing `_op` envelope key. The `_op` column is
+//! never part of a row hash (docs/DELETES.md): objects written before and after delete
+//! capture verify alike.
 //!
 //! A missing object, a missing row, an unreadable object or a hash mismatch becomes an error
 //! record naming the object and the row; recall goes on with the others.
@@ -23,7 +25,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter};
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::file::statistics::Statistics;
 use serde::Serialize;
@@ -36,7 +38,7 @@ use crate::control::destinations::DestinationKind;
 use crate::deliver::object::ObjectDestination;
 use crate::encode::Format;
 use crate::error::{Error, Result};
-use crate::schema::{Registry, Table, TableSchema, quote_ident};
+use crate::schema::{OP_COLUMN, OP_DELETE, OP_UPSERT, Registry, Table, TableSchema, quote_ident};
 
 /// Which archived rows to recall.
 #[derive(Debug, Clone)]
@@ -529,22 +531,40 @@ async fn read_rows(
                 if let Some(id) = jsonl_id(line)
                     && wanted.contains(&id)
                 {
-                    out.entry(id).or_default().push(line.to_vec());
+                    out.entry(id).or_default().push(without_op(line));
                 }
             }
         }
         Format::Parquet => {
             let encoder = CanonicalEncoder::new(schema);
-            let reader = ParquetObjectReader::new(object.store.clone(), object.path.clone()).with_file_size(meta.size);
-            let options = ArrowReaderOptions::new().with_schema(encoder.arrow_schema().clone());
-            let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+            let mut reader =
+                ParquetObjectReader::new(object.store.clone(), object.path.clone()).with_file_size(meta.size);
+            let unreadable = |e: parquet::errors::ParquetError| {
+                format!(
+                    "not a readable Parquet file of {} v{}: {e}",
+                    schema.table, schema.version
+                )
+            };
+            // Objects written since delete capture end with the `_op` envelope column, older
+            // ones do not; the row hash is over the published columns either way.
+            let found = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
                 .await
-                .map_err(|e| {
-                    format!(
-                        "not a readable Parquet file of {} v{}: {e}",
-                        schema.table, schema.version
-                    )
-                })?;
+                .map_err(unreadable)?;
+            let published = encoder.arrow_schema().fields().len();
+            let has_op = found.schema().fields().len() == published + 1
+                && found.schema().fields()[published].name() == OP_COLUMN;
+            let supplied = if has_op {
+                schema.export_arrow_schema()
+            } else {
+                encoder.arrow_schema().clone()
+            };
+            let metadata = ArrowReaderMetadata::try_new(
+                found.metadata().clone(),
+                ArrowReaderOptions::new().with_schema(supplied),
+            )
+            .map_err(unreadable)?;
+            let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
+            let published_only = ProjectionMask::roots(builder.parquet_schema(), 0..published);
             let row_groups = row_groups_for(builder.metadata(), group);
             let id_leaf = builder
                 .parquet_schema()
@@ -562,6 +582,7 @@ async fn read_rows(
             });
             let mut stream = builder
                 .with_row_groups(row_groups)
+                .with_projection(published_only)
                 .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
                 .build()
                 .map_err(|e| format!("cannot read the Parquet file: {e}"))?;
@@ -578,6 +599,20 @@ async fn read_rows(
         }
     }
     Ok(out)
+}
+
+/// A stored JSONL line without its trailing `_op` envelope key (`,"_op":"U"}` → `}`): the
+/// canonical line of the published columns. Lines written before delete capture have none.
+fn without_op(line: &[u8]) -> Vec<u8> {
+    for op in [OP_UPSERT, OP_DELETE] {
+        let suffix = format!(",\"{OP_COLUMN}\":\"{op}\"}}");
+        if let Some(head) = line.strip_suffix(suffix.as_bytes()) {
+            let mut canonical = head.to_vec();
+            canonical.push(b'}');
+            return canonical;
+        }
+    }
+    line.to_vec()
 }
 
 /// The row id of a JSONL line: `{"id":"<uuid>",…` (published order puts `id` first), else

@@ -127,6 +127,9 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     )
     .await?;
     eprintln!("    generated in {:.1}s", t.elapsed().as_secs_f64());
+    // Hard deletes from now on are exported as `_op = 'D'` rows (docs/DELETES.md).
+    crate::capture::install(&pool, &crate::schema::Registry::embedded(), &Table::ALL).await?;
+    eprintln!("    delete capture installed (tidemark source install-delete-capture)");
     control::migrate(&pool).await?;
     let orgs = reference::organizations(&pool).await?;
     let Some((_, first_name)) = orgs.first().cloned() else {

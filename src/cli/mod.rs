@@ -16,6 +16,7 @@ mod query;
 mod reference;
 mod run;
 mod schema;
+mod source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +96,9 @@ enum Command {
     /// Inspect the published schemas.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Set up the source database: delete capture.
+    #[command(subcommand)]
+    Source(source::SourceCommand),
     /// Iceberg table health: snapshot expiry and file report (ICEBERG_S3 destinations).
     #[cfg(feature = "iceberg")]
     #[command(subcommand)]
@@ -208,6 +212,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         Command::Tombstone(args) => archive::tombstone(ctx, args).await,
         Command::Archive(cmd) => archive::run(ctx, cmd).await,
         Command::Schema(cmd) => schema::run(ctx, cmd),
+        Command::Source(cmd) => source::run(ctx, cmd).await,
         #[cfg(feature = "iceberg")]
         Command::Iceberg(cmd) => iceberg::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(args).await,

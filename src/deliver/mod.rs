@@ -84,6 +84,13 @@ pub trait Destination: Send + Sync {
     /// A cheap end-to-end check: reachable, credentials accepted, writable.
     async fn check(&self) -> Result<()>;
 
+    /// Whether this destination lands changes ([`crate::extract::extract_changes`]: the `_op`
+    /// column last, and delete rows `_op = 'D'` when the source captures deletes) rather than
+    /// the published columns of current rows only. See docs/DELETES.md.
+    fn exports_op(&self) -> bool {
+        false
+    }
+
     /// Lands one window's batches. See the module docs for the contract.
     async fn deliver(&self, ctx: &DeliveryContext<'_>, batches: BatchStream) -> Result<Delivered>;
 }

@@ -339,11 +339,29 @@ pub struct CopyDecoder {
 }
 
 impl CopyDecoder {
+    /// A decoder of the published columns.
     pub fn new(schema: &TableSchema, organization: uuid::Uuid, batch_rows: usize) -> CopyDecoder {
-        let types: Vec<ColumnType> = schema.columns.iter().map(|c| c.ty).collect();
+        Self::build(schema, organization, batch_rows, false)
+    }
+
+    /// A decoder of the published columns followed by the `_op` envelope column
+    /// ([`TableSchema::export_arrow_schema`]).
+    pub fn with_op(schema: &TableSchema, organization: uuid::Uuid, batch_rows: usize) -> CopyDecoder {
+        Self::build(schema, organization, batch_rows, true)
+    }
+
+    fn build(schema: &TableSchema, organization: uuid::Uuid, batch_rows: usize, with_op: bool) -> CopyDecoder {
+        let mut types: Vec<ColumnType> = schema.columns.iter().map(|c| c.ty).collect();
+        if with_op {
+            types.push(ColumnType::Text);
+        }
         let cap = batch_rows.min(8192);
         CopyDecoder {
-            schema: schema.arrow_schema(),
+            schema: if with_op {
+                schema.export_arrow_schema()
+            } else {
+                schema.arrow_schema()
+            },
             builders: types.iter().map(|t| ColumnBuilder::new(*t, cap, None)).collect(),
             org_index: schema
                 .column_index(&schema.organization_column)

@@ -6,7 +6,9 @@
 //! `now()`, the start time of the writing transaction, so only a transaction that began before
 //! `end` can still commit rows into the window; once none is left, the window's rows are
 //! final. Windows with no rows are skipped (an index skip-scan finds the non-empty ones): a
-//! closed window can never gain rows later.
+//! closed window can never gain rows later. With delete capture ([`crate::capture`]) a logged
+//! delete makes a window non-empty too; its `deleted_at` is the deleting transaction's `now()`,
+//! so the same closing argument covers it.
 //!
 //! Preconditions (checked where possible, see docs/WINDOWS.md): `updated_at` maintained by a
 //! trigger with `now()`; the source is the primary; the source role can see every session in
@@ -176,17 +178,30 @@ pub async fn nonempty_windows(
 ) -> Result<Vec<DateTime<Utc>>> {
     let t = quote_ident(table.name());
     let org = quote_ident(organization_column);
+    // With delete capture, a window holding only deletes is not empty: the next non-empty
+    // window starts at the earlier of the next row version and the next logged delete.
+    let delete_log = crate::capture::delete_log(source).await?;
+    let next = |from: &str| {
+        let rows =
+            format!("(SELECT min(updated_at) FROM {t} WHERE {org} = $2 AND updated_at >= {from} AND updated_at < $4)");
+        match &delete_log {
+            None => rows,
+            Some(log) => format!(
+                "least({rows}, (SELECT min(deleted_at) FROM {log} WHERE table_name = $6 AND organization_id = $2 \
+                 AND deleted_at >= {from} AND deleted_at < $4))",
+                log = log.qualified
+            ),
+        }
+    };
     let sql = format!(
         "WITH RECURSIVE w(s) AS ( \
-           SELECT date_bin(make_interval(secs => $1), \
-             (SELECT min(updated_at) FROM {t} WHERE {org} = $2 AND updated_at >= $3 AND updated_at < $4), \
-             'epoch'::timestamptz) \
+           SELECT date_bin(make_interval(secs => $1), {first}, 'epoch'::timestamptz) \
            UNION ALL \
-           SELECT date_bin(make_interval(secs => $1), \
-             (SELECT min(updated_at) FROM {t} WHERE {org} = $2 AND updated_at >= w.s + make_interval(secs => $1) AND updated_at < $4), \
-             'epoch'::timestamptz) \
+           SELECT date_bin(make_interval(secs => $1), {following}, 'epoch'::timestamptz) \
            FROM w WHERE w.s IS NOT NULL) \
-         SELECT s FROM w WHERE s IS NOT NULL LIMIT $5"
+         SELECT s FROM w WHERE s IS NOT NULL LIMIT $5",
+        first = next("$3"),
+        following = next("w.s + make_interval(secs => $1)"),
     );
     let starts: Vec<DateTime<Utc>> = sqlx::query_scalar(&sql)
         .bind(window_seconds as f64)
@@ -194,6 +209,7 @@ pub async fn nonempty_windows(
         .bind(from.unwrap_or_else(|| Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap()))
         .bind(to)
         .bind(limit)
+        .bind(table.name())
         .fetch_all(source)
         .await
         .map_err(|e| Error::postgres(format!("cannot scan source table {table} for windows"), e))?;

@@ -6,10 +6,10 @@
 //! table and major version the session registers, whether or not anything was exported yet
 //! (an empty table keeps queries valid):
 //!
-//! - `<table>_v<N>_raw`: every exported row version (the history), with the partition columns
-//!   `org_id` and `date` for pruning;
-//! - `<table>_v<N>_latest` and `<table>_v<N>`: the newest version of each `id` (the analyst
-//!   table a warehouse destination keeps), the published columns only;
+//! - `<table>_v<N>_raw`: every exported row version (the history), deletes included as
+//!   `_op = 'D'` rows, with the partition columns `org_id` and `date` for pruning;
+//! - `<table>_v<N>_latest` and `<table>_v<N>`: the newest version of each `id` that is not
+//!   deleted (the analyst table a warehouse destination keeps), the published columns only;
 //! - `<table>`: `<table>_v<N>_latest` of the newest major this export holds objects of (the
 //!   newest published major when it holds none): a v1-only export keeps answering `findings`
 //!   from v1 after v2 is published.
@@ -31,7 +31,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::schema::{Registry, TableSchema};
+use crate::schema::{OP_COLUMN, OP_DELETE, OP_UPSERT, Registry, TableSchema};
 
 /// The URL scheme under which the export's store is registered with DataFusion.
 const EXPORT_URL: &str = "tidemark://export";
@@ -65,15 +65,41 @@ fn df_error(what: &str, e: datafusion::error::DataFusionError) -> Error {
     Error::new(kind, format!("{what}: {e}"))
 }
 
-/// The `latest` rule shared with the warehouse views: newest `updated_at` per `id`, ties broken
-/// by nothing else because `(id, updated_at)` is unique in an export.
+/// The `latest` rule shared with the warehouse views: the newest version per `id` (newest
+/// `updated_at`; on a tie, `U` before `D`: a delete and a re-insert in one transaction leave
+/// the row), and no row at all for an id whose newest version is a delete (`_op = 'D'`).
+/// Objects written before delete capture have no `_op`: their rows count as `U`.
 pub fn latest_view_sql(schema: &TableSchema, raw: &str) -> String {
     let cols: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
     let cols = cols.join(", ");
     format!(
-        "SELECT {cols} FROM (SELECT {cols}, row_number() OVER (PARTITION BY \"id\" ORDER BY \"updated_at\" DESC) AS \"_tidemark_rank\" FROM {raw}) WHERE \"_tidemark_rank\" = 1",
+        "SELECT {cols} FROM (SELECT {cols}, coalesce(\"{OP_COLUMN}\", '{OP_UPSERT}') AS \"_tidemark_op\", \
+         row_number() OVER (PARTITION BY \"id\" ORDER BY \"updated_at\" DESC, coalesce(\"{OP_COLUMN}\", '{OP_UPSERT}') DESC) AS \"_tidemark_rank\" \
+         FROM {raw}) WHERE \"_tidemark_rank\" = 1 AND \"_tidemark_op\" <> '{OP_DELETE}'",
         raw = quote(raw)
     )
+}
+
+/// The history relation's schema: the export's (`_op` last), with `_op` nullable so objects
+/// written before delete capture (without the column) read as NULL there.
+fn history_schema(schema: &TableSchema) -> datafusion::arrow::datatypes::SchemaRef {
+    let export = schema.export_arrow_schema();
+    let fields: Vec<datafusion::arrow::datatypes::Field> = export
+        .fields()
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().clone();
+            if f.name() == OP_COLUMN {
+                f.with_nullable(true)
+            } else {
+                f
+            }
+        })
+        .collect();
+    Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        export.metadata().clone(),
+    ))
 }
 
 fn quote(ident: &str) -> String {
@@ -133,21 +159,36 @@ pub async fn session(export: &Export, registry: &Registry) -> Result<(SessionCon
                 .map(|u| ListingTableUrl::parse(u).map_err(|e| df_error(&format!("invalid location {u}"), e)))
                 .collect::<Result<Vec<_>>>()?;
             let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options);
-            // An Iceberg writer's files carry its own arrow types (field ids, list element
-            // names): read them as they are; the views select the published columns by name.
             let config = if hive {
-                config.with_schema(schema.arrow_schema())
+                config.with_schema(history_schema(schema))
             } else {
-                config
+                // An Iceberg writer's files carry its own arrow types (field ids, list element
+                // names): read them as they are (the views select the published columns by
+                // name), plus a nullable `_op` the files lack (NULL reads as an upsert).
+                let inferred = config
                     .infer_schema(&ctx.state())
                     .await
-                    .map_err(|e| df_error(&format!("cannot read the schema of {raw}"), e))?
+                    .map_err(|e| df_error(&format!("cannot read the schema of {raw}"), e))?;
+                let file_schema = inferred
+                    .file_schema
+                    .clone()
+                    .ok_or_else(|| Error::unexpected(format!("no schema inferred for {raw}")))?;
+                let mut fields: Vec<datafusion::arrow::datatypes::Field> =
+                    file_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                if !fields.iter().any(|f| f.name() == OP_COLUMN) {
+                    fields.push(datafusion::arrow::datatypes::Field::new(
+                        OP_COLUMN,
+                        DataType::Utf8,
+                        true,
+                    ));
+                }
+                inferred.with_schema(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
             };
             let listing = ListingTable::try_new(config).map_err(|e| df_error(&format!("cannot register {raw}"), e))?;
             ctx.register_table(raw.as_str(), Arc::new(listing))
                 .map_err(|e| df_error(&format!("cannot register {raw}"), e))?;
         } else {
-            let empty = MemTable::try_new(schema.arrow_schema(), vec![vec![]])
+            let empty = MemTable::try_new(history_schema(schema), vec![vec![]])
                 .map_err(|e| df_error(&format!("cannot register the empty {raw}"), e))?;
             ctx.register_table(raw.as_str(), Arc::new(empty))
                 .map_err(|e| df_error(&format!("cannot register {raw}"), e))?;

@@ -106,6 +106,16 @@ impl FromStr for Table {
     }
 }
 
+/// The envelope column every export ends with, after the published columns: `'U'` when the
+/// row is the id's version as of `updated_at`, `'D'` when the id was deleted at `updated_at`
+/// (the other columns then hold the deleted row's last values). Never in `schemas/*.json`:
+/// it describes the change, not the row, so the archive's row hash leaves it out.
+pub const OP_COLUMN: &str = "_op";
+/// `_op` of a row version.
+pub const OP_UPSERT: &str = "U";
+/// `_op` of a delete.
+pub const OP_DELETE: &str = "D";
+
 /// One column of a published schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +179,12 @@ impl TableSchema {
             {
                 return Err(Error::invalid(format!(
                     "column name '{}' must be lower-case [a-z0-9_]",
+                    c.name
+                )));
+            }
+            if c.name == OP_COLUMN || c.name.starts_with("_tidemark") {
+                return Err(Error::invalid(format!(
+                    "column name '{}' is reserved for tidemark's envelope columns",
                     c.name
                 )));
             }
@@ -244,6 +260,23 @@ impl TableSchema {
         md.insert("tidemark.table".to_string(), self.table.name().to_string());
         md.insert("tidemark.schema_version".to_string(), self.version.to_string());
         Arc::new(ArrowSchema::new_with_metadata(fields, md))
+    }
+
+    /// [`arrow_schema`](Self::arrow_schema) plus the trailing non-null `_op` column
+    /// ([`OP_COLUMN`]): what an export writes (objects, warehouse raw tables).
+    pub fn export_arrow_schema(&self) -> SchemaRef {
+        let published = self.arrow_schema();
+        let mut fields: Vec<Field> = published.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut md = std::collections::HashMap::new();
+        md.insert("tidemark.type".to_string(), ColumnType::Text.to_string());
+        md.insert(
+            "description".to_string(),
+            "Change envelope: U when the row is this id's version as of updated_at, D when the id was deleted at \
+             updated_at (the other columns then hold the deleted row's last values)."
+                .to_string(),
+        );
+        fields.push(Field::new(OP_COLUMN, arrow_schema::DataType::Utf8, false).with_metadata(md));
+        Arc::new(ArrowSchema::new_with_metadata(fields, published.metadata().clone()))
     }
 
     /// `"id", "organization_id", ...` quoted, in published order, for `SELECT` lists; a derived

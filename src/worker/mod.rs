@@ -298,7 +298,13 @@ impl Worker {
             start: lease.window_start,
             end: lease.window_end,
         };
-        let (batches, stats) = extract::extract(self.source.clone(), query, self.options.batch_rows);
+        let (batches, stats) = if destination.exports_op() {
+            // Detected per delivery (one catalog lookup), so installing capture needs no restart.
+            let delete_log = crate::capture::delete_log(&self.source).await?;
+            extract::extract_changes(self.source.clone(), query, delete_log.as_ref(), self.options.batch_rows)
+        } else {
+            extract::extract(self.source.clone(), query, self.options.batch_rows)
+        };
         let ctx = DeliveryContext {
             delivery_id: lease.delivery_id,
             organization_id: lease.organization_id,

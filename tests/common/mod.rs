@@ -221,6 +221,20 @@ pub fn verify(
     verify_version(env, table, 1, org, from, to, format, files)
 }
 
+/// [`verify`] of files that hold current rows only (an analyst table read back): the
+/// published columns without `_op`, no delete rows (`verify_export.py --current`).
+pub fn verify_current(
+    env: &Env,
+    table: Table,
+    org: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    format: &str,
+    files: &[PathBuf],
+) -> serde_json::Value {
+    verify_with(env, table, 1, org, from, to, format, files, &["--current"])
+}
+
 /// [`verify`] against published schema `v<version>` of the table.
 pub fn verify_version(
     env: &Env,
@@ -231,6 +245,21 @@ pub fn verify_version(
     to: DateTime<Utc>,
     format: &str,
     files: &[PathBuf],
+) -> serde_json::Value {
+    verify_with(env, table, version, org, from, to, format, files, &[])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_with(
+    env: &Env,
+    table: Table,
+    version: u32,
+    org: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    format: &str,
+    files: &[PathBuf],
+    extra: &[&str],
 ) -> serde_json::Value {
     let py = python().expect("python");
     let schema = repo().join(format!("schemas/{}/v{version}.json", table.name()));
@@ -249,6 +278,7 @@ pub fn verify_version(
             format,
             "--duckdb",
         ])
+        .args(extra)
         .args(files)
         .output()
         .expect("run verifier");

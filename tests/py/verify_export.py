@@ -48,6 +48,8 @@ TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 INT_RANGES = {"int2": 16, "int4": 32, "int8": 64}
+OP = "_op"
+DELETE_LOG = "tidemark_delete_log"
 
 
 class UsageError(Exception):
@@ -207,7 +209,7 @@ def key_display(key):
 
 
 class Schema:
-    def __init__(self, path: str):
+    def __init__(self, path: str, current: bool = False):
         try:
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -243,6 +245,19 @@ class Schema:
             raise UsageError(f"schema {path}: 'primary_key' and 'cursor' must be non-empty")
         if self.types[self.cursor[0]] != "timestamptz":
             raise UsageError(f"schema {path}: cursor column {self.cursor[0]!r} must be timestamptz")
+        if OP in self.types:
+            raise UsageError(f"schema {path}: column {OP!r} is reserved for the change envelope")
+        self.current = current
+        if current:
+            # An analyst table read back: the current rows, published columns only.
+            return
+        # Every export ends with the envelope column _op (U = current version, D = deleted at
+        # updated_at), which is not in the schema file. A file row is keyed by id and _op: a
+        # delete and a re-insert of one id in one window are two rows.
+        self.columns.append((OP, "text", False))
+        self.types[OP] = "text"
+        self.names.append(OP)
+        self.primary_key = self.primary_key + [OP]
 
 
 def numeric_ps(pgtype: str):
@@ -282,7 +297,9 @@ def load_source(args, schema: Schema, org_value: str):
         conn.adapters.register_loader("json", JsonbLoader)
         conn.execute("SET TimeZone = 'UTC'")
         table_ident = sql.Identifier(*schema.table.split("."))
-        def item(name):
+        def item(name, op):
+            if name == OP:
+                return sql.SQL("{}::text AS {}").format(sql.Literal(op), sql.Identifier(OP))
             expr = schema.expressions.get(name)
             if expr is None:
                 return sql.Identifier(name)
@@ -294,7 +311,7 @@ def load_source(args, schema: Schema, org_value: str):
         query = sql.SQL(
             "SELECT {cols} FROM {table} WHERE {org} = %s AND {cur} >= %s AND {cur} < %s"
         ).format(
-            cols=sql.SQL(", ").join(item(n) for n in schema.names),
+            cols=sql.SQL(", ").join(item(n, "U") for n in schema.names),
             table=table_ident,
             org=sql.Identifier(schema.org_column),
             cur=sql.Identifier(schema.cursor[0]),
@@ -302,6 +319,22 @@ def load_source(args, schema: Schema, org_value: str):
         with conn.cursor() as cur:
             cur.execute(query, (org_value, args.from_ts, args.to_ts))
             rows = cur.fetchall()
+            # Deletes logged by delete capture in the window: the deleted row's last values,
+            # with the cursor column set to the time of the delete.
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (DELETE_LOG,))
+            if cur.fetchone()[0] and not schema.current:
+                deletes = sql.SQL(
+                    "SELECT {cols} FROM (SELECT r.* FROM {log} l CROSS JOIN LATERAL "
+                    "jsonb_populate_record(NULL::{table}, l.old_row || jsonb_build_object({cur_name}, l.deleted_at)) r "
+                    "WHERE l.table_name = %s AND l.organization_id = %s AND l.deleted_at >= %s AND l.deleted_at < %s) AS {table}"
+                ).format(
+                    cols=sql.SQL(", ").join(item(n, "D") for n in schema.names),
+                    table=table_ident,
+                    log=sql.Identifier(DELETE_LOG),
+                    cur_name=sql.Literal(schema.cursor[0]),
+                )
+                cur.execute(deletes, (schema.table.split(".")[-1], org_value, args.from_ts, args.to_ts))
+                rows += cur.fetchall()
     except psycopg.Error as e:
         raise UsageError(f"source query failed: {e}") from e
     except (ValueError, OverflowError) as e:  # e.g. 'infinity' timestamps, bad JSON
@@ -753,12 +786,15 @@ def run(argv):
     ap.add_argument("--from", dest="from_ts", required=True, help="window start, inclusive (RFC 3339)")
     ap.add_argument("--to", dest="to_ts", required=True, help="window end, exclusive (RFC 3339)")
     ap.add_argument("--format", required=True, choices=["parquet", "jsonl"])
+    ap.add_argument("--current", action="store_true",
+                    help="the files hold current rows only (an analyst table read back): "
+                         "no _op column, no deletes")
     ap.add_argument("--duckdb", action="store_true",
                     help="also read the files with DuckDB and compare row count and ids")
     ap.add_argument("files", nargs="+", metavar="FILE")
     args = ap.parse_args(argv)  # exits 2 on usage errors
 
-    schema = Schema(args.schema)
+    schema = Schema(args.schema, current=args.current)
     args.from_ts = parse_ts(args.from_ts, "--from")
     args.to_ts = parse_ts(args.to_ts, "--to")
     org = org_value_for(schema.types[schema.org_column], args.org)

@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS `tidemark`.`baseline_scores_v1_raw` (
   `evidence` JSON OPTIONS(description='Collector name, checked resources and failing resources as a JSON document; null when no evidence was collected.'),
   `created_at` TIMESTAMP NOT NULL OPTIONS(description='When the baseline score row was first inserted into the platform database.'),
   `updated_at` TIMESTAMP NOT NULL OPTIONS(description='When the baseline score row was last inserted or modified; set to now() by a trigger and used as the export cursor.'),
+  `_op` STRING OPTIONS(description='U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U'),
   `_tidemark_delivery_id` STRING NOT NULL OPTIONS(description='tidemark delivery that loaded this row version'),
   `_tidemark_loaded_at` TIMESTAMP NOT NULL OPTIONS(description='when tidemark loaded this row version (UTC)')
 )
@@ -45,9 +46,12 @@ CLUSTER BY `id`
 OPTIONS(description='baseline_scores v1: the newest version of each row. One measurement of a compliance control for an organization or asset against a security baseline framework.');
 
 CREATE VIEW IF NOT EXISTS `tidemark`.`baseline_scores_v1_latest`
-OPTIONS(description='baseline_scores v1: the newest version of each row, computed from the raw history')
-AS SELECT * EXCEPT(`_tidemark_delivery_id`, `_tidemark_loaded_at`)
-FROM `tidemark`.`baseline_scores_v1_raw`
-WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+OPTIONS(description='baseline_scores v1: the newest version of each row, computed from the raw history, without deleted rows')
+AS SELECT * EXCEPT(`_tidemark_delivery_id`, `_tidemark_loaded_at`, `_op`)
+FROM (
+  SELECT * FROM `tidemark`.`baseline_scores_v1_raw`
+  WHERE TRUE
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, COALESCE(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+)
+WHERE COALESCE(`_op`, 'U') <> 'D';
 

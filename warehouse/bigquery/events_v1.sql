@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS `tidemark`.`events_v1_raw` (
   `clock_skew_ms` INT64 OPTIONS(description='Sensor clock minus platform clock at ingestion in milliseconds, negative when the sensor lags; null when the sensor sends no clock.'),
   `created_at` TIMESTAMP NOT NULL OPTIONS(description='When the event row was first inserted into the platform database.'),
   `updated_at` TIMESTAMP NOT NULL OPTIONS(description='When the event row was last inserted or modified; set to now() by a trigger and used as the export cursor.'),
+  `_op` STRING OPTIONS(description='U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U'),
   `_tidemark_delivery_id` STRING NOT NULL OPTIONS(description='tidemark delivery that loaded this row version'),
   `_tidemark_loaded_at` TIMESTAMP NOT NULL OPTIONS(description='when tidemark loaded this row version (UTC)')
 )
@@ -49,9 +50,12 @@ CLUSTER BY `id`
 OPTIONS(description='events v1: the newest version of each row. One security event ingested from a sensor or integration, normalized to a common envelope with the raw vendor payload attached.');
 
 CREATE VIEW IF NOT EXISTS `tidemark`.`events_v1_latest`
-OPTIONS(description='events v1: the newest version of each row, computed from the raw history')
-AS SELECT * EXCEPT(`_tidemark_delivery_id`, `_tidemark_loaded_at`)
-FROM `tidemark`.`events_v1_raw`
-WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+OPTIONS(description='events v1: the newest version of each row, computed from the raw history, without deleted rows')
+AS SELECT * EXCEPT(`_tidemark_delivery_id`, `_tidemark_loaded_at`, `_op`)
+FROM (
+  SELECT * FROM `tidemark`.`events_v1_raw`
+  WHERE TRUE
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, COALESCE(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+)
+WHERE COALESCE(`_op`, 'U') <> 'D';
 

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS `tidemark`.`oauth_grants_v1_raw` (
   `grant_ip` STRING OPTIONS(description='IP address from which the grant was approved; null when the identity provider did not report it.'),
   `created_at` TIMESTAMP NOT NULL OPTIONS(description='When the OAuth grant row was first inserted into the platform database.'),
   `updated_at` TIMESTAMP NOT NULL OPTIONS(description='When the OAuth grant row was last inserted or modified; set to now() by a trigger and used as the export cursor.'),
+  `_op` STRING OPTIONS(description='U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U'),
   `_tidemark_delivery_id` STRING NOT NULL OPTIONS(description='tidemark delivery that loaded this row version'),
   `_tidemark_loaded_at` TIMESTAMP NOT NULL OPTIONS(description='when tidemark loaded this row version (UTC)')
 )
@@ -47,9 +48,12 @@ CLUSTER BY `id`
 OPTIONS(description='oauth_grants v1: the newest version of each row. One OAuth authorization an identity granted to a third-party client application, with its scopes and lifecycle.');
 
 CREATE VIEW IF NOT EXISTS `tidemark`.`oauth_grants_v1_latest`
-OPTIONS(description='oauth_grants v1: the newest version of each row, computed from the raw history')
-AS SELECT * EXCEPT(`_tidemark_delivery_id`, `_tidemark_loaded_at`)
-FROM `tidemark`.`oauth_grants_v1_raw`
-WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+OPTIONS(description='oauth_grants v1: the newest version of each row, computed from the raw history, without deleted rows')
+AS SELECT * EXCEPT(`_tidemark_delivery_id`, `_tidemark_loaded_at`, `_op`)
+FROM (
+  SELECT * FROM `tidemark`.`oauth_grants_v1_raw`
+  WHERE TRUE
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, COALESCE(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+)
+WHERE COALESCE(`_op`, 'U') <> 'D';
 

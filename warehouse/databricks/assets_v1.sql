@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`assets_v1_raw` (
   `last_seen_at` TIMESTAMP COMMENT 'When a sensor or scanner last reported the asset; null if only imported.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the asset row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the asset row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark assets v1 raw history: every delivered row version, append-only. One device, server, container or cloud resource of an organization discovered by sensors or scanners.';
@@ -39,8 +40,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`assets_v1` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the asset row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark assets v1: one row per id, the newest updated_at wins. One device, server, container or cloud resource of an organization discovered by sensors or scanners.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`assets_v1_latest` COMMENT 'tidemark assets v1: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`assets_v1_latest` COMMENT 'tidemark assets v1: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `hostname`, `asset_type`, `ip`, `os`, `os_version`, `owner_identity_id`, `criticality`, `internet_exposed`, `tags`, `first_seen`, `last_seen_at`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`assets_v1_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `hostname`, `asset_type`, `ip`, `os`, `os_version`, `owner_identity_id`, `criticality`, `internet_exposed`, `tags`, `first_seen`, `last_seen_at`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`assets_v1_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`audit_log_v1_raw` (
   `occurred_at` TIMESTAMP NOT NULL COMMENT 'When the action was performed.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the audit entry row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the audit entry row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark audit_log v1 raw history: every delivered row version, append-only. One audited administrative or security-relevant action taken by a user, API key or the platform itself.';
@@ -37,8 +38,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`audit_log_v1` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the audit entry row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark audit_log v1: one row per id, the newest updated_at wins. One audited administrative or security-relevant action taken by a user, API key or the platform itself.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`audit_log_v1_latest` COMMENT 'tidemark audit_log v1: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`audit_log_v1_latest` COMMENT 'tidemark audit_log v1: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `actor_id`, `actor_type`, `action`, `target_type`, `target_id`, `ip`, `user_agent`, `success`, `metadata`, `occurred_at`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`audit_log_v1_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `actor_id`, `actor_type`, `action`, `target_type`, `target_id`, `ip`, `user_agent`, `success`, `metadata`, `occurred_at`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`audit_log_v1_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

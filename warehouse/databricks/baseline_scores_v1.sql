@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`baseline_scores_v1_raw` (
   `evidence` STRING COMMENT 'Collector name, checked resources and failing resources as a JSON document; null when no evidence was collected.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the baseline score row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the baseline score row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark baseline_scores v1 raw history: every delivered row version, append-only. One measurement of a compliance control for an organization or asset against a security baseline framework.';
@@ -37,8 +38,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`baseline_scores_v1` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the baseline score row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark baseline_scores v1: one row per id, the newest updated_at wins. One measurement of a compliance control for an organization or asset against a security baseline framework.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`baseline_scores_v1_latest` COMMENT 'tidemark baseline_scores v1: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`baseline_scores_v1_latest` COMMENT 'tidemark baseline_scores v1: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `asset_id`, `framework`, `control_id`, `control_title`, `score`, `score_delta`, `passed`, `weight`, `measured_on`, `evidence`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`baseline_scores_v1_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `asset_id`, `framework`, `control_id`, `control_title`, `score`, `score_delta`, `passed`, `weight`, `measured_on`, `evidence`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`baseline_scores_v1_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`events_v1_raw` (
   `clock_skew_ms` INT COMMENT 'Sensor clock minus platform clock at ingestion in milliseconds, negative when the sensor lags; null when the sensor sends no clock.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the event row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the event row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark events v1 raw history: every delivered row version, append-only. One security event ingested from a sensor or integration, normalized to a common envelope with the raw vendor payload attached.';
@@ -41,8 +42,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`events_v1` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the event row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark events v1: one row per id, the newest updated_at wins. One security event ingested from a sensor or integration, normalized to a common envelope with the raw vendor payload attached.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`events_v1_latest` COMMENT 'tidemark events v1: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`events_v1_latest` COMMENT 'tidemark events v1: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `source`, `event_type`, `severity`, `actor_ip`, `identity_id`, `asset_id`, `tags`, `payload`, `risk_score`, `occurred_at`, `bytes_in`, `clock_skew_ms`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`events_v1_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `source`, `event_type`, `severity`, `actor_ip`, `identity_id`, `asset_id`, `tags`, `payload`, `risk_score`, `occurred_at`, `bytes_in`, `clock_skew_ms`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`events_v1_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

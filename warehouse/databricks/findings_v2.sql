@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`findings_v2_raw` (
   `due_on` DATE COMMENT 'Remediation deadline derived from the severity SLA; null when no SLA applies.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the finding row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the finding row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark findings v2 raw history: every delivered row version, append-only. One finding raised by a detection rule against an organization\'s assets or identities, tracked from open to resolution. v2: severity is a label instead of a number, and every finding carries a 0-100 risk score.';
@@ -43,8 +44,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`findings_v2` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the finding row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark findings v2: one row per id, the newest updated_at wins. One finding raised by a detection rule against an organization\'s assets or identities, tracked from open to resolution. v2: severity is a label instead of a number, and every finding carries a 0-100 risk score.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`findings_v2_latest` COMMENT 'tidemark findings v2: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`findings_v2_latest` COMMENT 'tidemark findings v2: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `rule_id`, `event_id`, `asset_id`, `identity_id`, `title`, `severity`, `risk_score`, `status`, `cvss`, `escalated`, `details`, `resolved_at`, `due_on`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`findings_v2_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `rule_id`, `event_id`, `asset_id`, `identity_id`, `title`, `severity`, `risk_score`, `status`, `cvss`, `escalated`, `details`, `resolved_at`, `due_on`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`findings_v2_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

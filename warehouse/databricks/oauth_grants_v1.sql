@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`oauth_grants_v1_raw` (
   `grant_ip` STRING COMMENT 'IP address from which the grant was approved; null when the identity provider did not report it.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the OAuth grant row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the OAuth grant row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark oauth_grants v1 raw history: every delivered row version, append-only. One OAuth authorization an identity granted to a third-party client application, with its scopes and lifecycle.';
@@ -39,8 +40,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`oauth_grants_v1` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the OAuth grant row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark oauth_grants v1: one row per id, the newest updated_at wins. One OAuth authorization an identity granted to a third-party client application, with its scopes and lifecycle.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`oauth_grants_v1_latest` COMMENT 'tidemark oauth_grants v1: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`oauth_grants_v1_latest` COMMENT 'tidemark oauth_grants v1: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `identity_id`, `client_id`, `client_name`, `scopes`, `granted_at`, `expires_at`, `revoked`, `revoked_at`, `last_used_at`, `use_count`, `grant_ip`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`oauth_grants_v1_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `identity_id`, `client_id`, `client_name`, `scopes`, `granted_at`, `expires_at`, `revoked`, `revoked_at`, `last_used_at`, `use_count`, `grant_ip`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`oauth_grants_v1_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

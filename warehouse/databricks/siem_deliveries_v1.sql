@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`siem_deliveries_v1_raw` (
   `next_retry_at` TIMESTAMP COMMENT 'When the next attempt is scheduled for an undelivered batch; null when delivered or given up.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the SIEM delivery row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the SIEM delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark siem_deliveries v1 raw history: every delivered row version, append-only. One attempt to forward a batch of events to a customer SIEM, with the HTTP outcome and cost.';
@@ -41,8 +42,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`siem_deliveries_v1` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the SIEM delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark siem_deliveries v1: one row per id, the newest updated_at wins. One attempt to forward a batch of events to a customer SIEM, with the HTTP outcome and cost.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`siem_deliveries_v1_latest` COMMENT 'tidemark siem_deliveries v1: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`siem_deliveries_v1_latest` COMMENT 'tidemark siem_deliveries v1: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `event_id`, `target`, `endpoint`, `attempt`, `http_status`, `latency_ms`, `delivered`, `batch_size`, `payload_bytes`, `ingest_cost_usd`, `response`, `next_retry_at`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`siem_deliveries_v1_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `event_id`, `target`, `endpoint`, `attempt`, `http_status`, `latency_ms`, `delivered`, `batch_size`, `payload_bytes`, `ingest_cost_usd`, `response`, `next_retry_at`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`siem_deliveries_v1_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`workflow_deliveries_v1_raw` (
   `response` STRING COMMENT 'Parsed response body; null when there was no response or it was not JSON.',
   `created_at` TIMESTAMP NOT NULL COMMENT 'When the workflow delivery row was first inserted into the platform database.',
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the workflow delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.',
+  `_op` STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.',
   `_tidemark_delivery_id` STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.',
   `_tidemark_loaded_at` TIMESTAMP NOT NULL COMMENT 'When COPY INTO loaded this row version.'
 ) USING DELTA COMMENT 'tidemark workflow_deliveries v1 raw history: every delivered row version, append-only. One attempt to push a finding into a customer workflow tool such as Jira, ServiceNow, Slack or PagerDuty.';
@@ -37,8 +38,12 @@ CREATE TABLE IF NOT EXISTS `main`.`tidemark`.`workflow_deliveries_v1` (
   `updated_at` TIMESTAMP NOT NULL COMMENT 'When the workflow delivery row was last inserted or modified; set to now() by a trigger and used as the export cursor.'
 ) USING DELTA COMMENT 'tidemark workflow_deliveries v1: one row per id, the newest updated_at wins. One attempt to push a finding into a customer workflow tool such as Jira, ServiceNow, Slack or PagerDuty.';
 
-CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`workflow_deliveries_v1_latest` COMMENT 'tidemark workflow_deliveries v1: the newest version of each id in the raw history.' AS
+CREATE VIEW IF NOT EXISTS `main`.`tidemark`.`workflow_deliveries_v1_latest` COMMENT 'tidemark workflow_deliveries v1: the newest version of each id in the raw history, without deleted ids.' AS
 SELECT `id`, `organization_id`, `finding_id`, `workflow`, `action`, `attempt`, `http_status`, `latency_ms`, `delivered`, `external_ref`, `request`, `response`, `created_at`, `updated_at`
-FROM `main`.`tidemark`.`workflow_deliveries_v1_raw`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, `_tidemark_loaded_at` DESC) = 1;
+FROM (
+  SELECT `id`, `organization_id`, `finding_id`, `workflow`, `action`, `attempt`, `http_status`, `latency_ms`, `delivered`, `external_ref`, `request`, `response`, `created_at`, `updated_at`, coalesce(`_op`, 'U') AS `_op`
+  FROM `main`.`tidemark`.`workflow_deliveries_v1_raw`
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `updated_at` DESC, coalesce(`_op`, 'U') DESC, `_tidemark_loaded_at` DESC) = 1
+) AS newest
+WHERE `_op` <> 'D';
 

@@ -79,6 +79,14 @@ COMMENT ON COLUMN "tidemark"."assets_v1"."created_at" IS 'When the asset row was
 
 COMMENT ON COLUMN "tidemark"."assets_v1"."updated_at" IS 'When the asset row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."assets_v1_deleted" (
+  "id" uuid PRIMARY KEY,
+  "deleted_at" timestamptz NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL
+);
+
+COMMENT ON TABLE "tidemark"."assets_v1_deleted" IS 'Ids of assets v1 deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark).';
+
 CREATE TABLE IF NOT EXISTS "tidemark"."assets_v1_raw" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,
@@ -95,6 +103,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."assets_v1_raw" (
   "last_seen_at" timestamp with time zone,
   "created_at" timestamp with time zone NOT NULL,
   "updated_at" timestamp with time zone NOT NULL,
+  "_op" text NOT NULL DEFAULT 'U' CHECK ("_op" IN ('U', 'D')),
   "_tidemark_delivery_id" uuid NOT NULL,
   "_tidemark_loaded_at" timestamptz NOT NULL,
   UNIQUE ("id", "updated_at")
@@ -133,9 +142,12 @@ COMMENT ON COLUMN "tidemark"."assets_v1_raw"."created_at" IS 'When the asset row
 COMMENT ON COLUMN "tidemark"."assets_v1_raw"."updated_at" IS 'When the asset row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
 CREATE OR REPLACE VIEW "tidemark"."assets_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "hostname", "asset_type", "ip", "os", "os_version", "owner_identity_id", "criticality", "internet_exposed", "tags", "first_seen", "last_seen_at", "created_at", "updated_at"
-  FROM "tidemark"."assets_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
+  SELECT "id", "organization_id", "hostname", "asset_type", "ip", "os", "os_version", "owner_identity_id", "criticality", "internet_exposed", "tags", "first_seen", "last_seen_at", "created_at", "updated_at" FROM (
+    SELECT DISTINCT ON ("id") *
+    FROM "tidemark"."assets_v1_raw"
+    ORDER BY "id", "updated_at" DESC, "_op" DESC
+  ) AS newest
+  WHERE "_op" <> 'D';
 
 COMMENT ON VIEW "tidemark"."assets_v1_latest" IS 'Newest version of each id of assets v1 (tidemark).';
 

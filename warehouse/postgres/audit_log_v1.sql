@@ -76,6 +76,14 @@ COMMENT ON COLUMN "tidemark"."audit_log_v1"."created_at" IS 'When the audit entr
 
 COMMENT ON COLUMN "tidemark"."audit_log_v1"."updated_at" IS 'When the audit entry row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."audit_log_v1_deleted" (
+  "id" uuid PRIMARY KEY,
+  "deleted_at" timestamptz NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL
+);
+
+COMMENT ON TABLE "tidemark"."audit_log_v1_deleted" IS 'Ids of audit_log v1 deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark).';
+
 CREATE TABLE IF NOT EXISTS "tidemark"."audit_log_v1_raw" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,
@@ -91,6 +99,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."audit_log_v1_raw" (
   "occurred_at" timestamp with time zone NOT NULL,
   "created_at" timestamp with time zone NOT NULL,
   "updated_at" timestamp with time zone NOT NULL,
+  "_op" text NOT NULL DEFAULT 'U' CHECK ("_op" IN ('U', 'D')),
   "_tidemark_delivery_id" uuid NOT NULL,
   "_tidemark_loaded_at" timestamptz NOT NULL,
   UNIQUE ("id", "updated_at")
@@ -127,9 +136,12 @@ COMMENT ON COLUMN "tidemark"."audit_log_v1_raw"."created_at" IS 'When the audit 
 COMMENT ON COLUMN "tidemark"."audit_log_v1_raw"."updated_at" IS 'When the audit entry row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
 CREATE OR REPLACE VIEW "tidemark"."audit_log_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "actor_id", "actor_type", "action", "target_type", "target_id", "ip", "user_agent", "success", "metadata", "occurred_at", "created_at", "updated_at"
-  FROM "tidemark"."audit_log_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
+  SELECT "id", "organization_id", "actor_id", "actor_type", "action", "target_type", "target_id", "ip", "user_agent", "success", "metadata", "occurred_at", "created_at", "updated_at" FROM (
+    SELECT DISTINCT ON ("id") *
+    FROM "tidemark"."audit_log_v1_raw"
+    ORDER BY "id", "updated_at" DESC, "_op" DESC
+  ) AS newest
+  WHERE "_op" <> 'D';
 
 COMMENT ON VIEW "tidemark"."audit_log_v1_latest" IS 'Newest version of each id of audit_log v1 (tidemark).';
 

@@ -76,6 +76,14 @@ COMMENT ON COLUMN "tidemark"."baseline_scores_v1"."created_at" IS 'When the base
 
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1"."updated_at" IS 'When the baseline score row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."baseline_scores_v1_deleted" (
+  "id" uuid PRIMARY KEY,
+  "deleted_at" timestamptz NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL
+);
+
+COMMENT ON TABLE "tidemark"."baseline_scores_v1_deleted" IS 'Ids of baseline_scores v1 deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark).';
+
 CREATE TABLE IF NOT EXISTS "tidemark"."baseline_scores_v1_raw" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,
@@ -91,6 +99,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."baseline_scores_v1_raw" (
   "evidence" jsonb,
   "created_at" timestamp with time zone NOT NULL,
   "updated_at" timestamp with time zone NOT NULL,
+  "_op" text NOT NULL DEFAULT 'U' CHECK ("_op" IN ('U', 'D')),
   "_tidemark_delivery_id" uuid NOT NULL,
   "_tidemark_loaded_at" timestamptz NOT NULL,
   UNIQUE ("id", "updated_at")
@@ -127,9 +136,12 @@ COMMENT ON COLUMN "tidemark"."baseline_scores_v1_raw"."created_at" IS 'When the 
 COMMENT ON COLUMN "tidemark"."baseline_scores_v1_raw"."updated_at" IS 'When the baseline score row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
 CREATE OR REPLACE VIEW "tidemark"."baseline_scores_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "asset_id", "framework", "control_id", "control_title", "score", "score_delta", "passed", "weight", "measured_on", "evidence", "created_at", "updated_at"
-  FROM "tidemark"."baseline_scores_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
+  SELECT "id", "organization_id", "asset_id", "framework", "control_id", "control_title", "score", "score_delta", "passed", "weight", "measured_on", "evidence", "created_at", "updated_at" FROM (
+    SELECT DISTINCT ON ("id") *
+    FROM "tidemark"."baseline_scores_v1_raw"
+    ORDER BY "id", "updated_at" DESC, "_op" DESC
+  ) AS newest
+  WHERE "_op" <> 'D';
 
 COMMENT ON VIEW "tidemark"."baseline_scores_v1_latest" IS 'Newest version of each id of baseline_scores v1 (tidemark).';
 

@@ -82,6 +82,14 @@ COMMENT ON COLUMN "tidemark"."events_v1"."created_at" IS 'When the event row was
 
 COMMENT ON COLUMN "tidemark"."events_v1"."updated_at" IS 'When the event row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."events_v1_deleted" (
+  "id" uuid PRIMARY KEY,
+  "deleted_at" timestamptz NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL
+);
+
+COMMENT ON TABLE "tidemark"."events_v1_deleted" IS 'Ids of events v1 deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark).';
+
 CREATE TABLE IF NOT EXISTS "tidemark"."events_v1_raw" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,
@@ -99,6 +107,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."events_v1_raw" (
   "clock_skew_ms" integer,
   "created_at" timestamp with time zone NOT NULL,
   "updated_at" timestamp with time zone NOT NULL,
+  "_op" text NOT NULL DEFAULT 'U' CHECK ("_op" IN ('U', 'D')),
   "_tidemark_delivery_id" uuid NOT NULL,
   "_tidemark_loaded_at" timestamptz NOT NULL,
   UNIQUE ("id", "updated_at")
@@ -139,9 +148,12 @@ COMMENT ON COLUMN "tidemark"."events_v1_raw"."created_at" IS 'When the event row
 COMMENT ON COLUMN "tidemark"."events_v1_raw"."updated_at" IS 'When the event row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
 CREATE OR REPLACE VIEW "tidemark"."events_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "source", "event_type", "severity", "actor_ip", "identity_id", "asset_id", "tags", "payload", "risk_score", "occurred_at", "bytes_in", "clock_skew_ms", "created_at", "updated_at"
-  FROM "tidemark"."events_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
+  SELECT "id", "organization_id", "source", "event_type", "severity", "actor_ip", "identity_id", "asset_id", "tags", "payload", "risk_score", "occurred_at", "bytes_in", "clock_skew_ms", "created_at", "updated_at" FROM (
+    SELECT DISTINCT ON ("id") *
+    FROM "tidemark"."events_v1_raw"
+    ORDER BY "id", "updated_at" DESC, "_op" DESC
+  ) AS newest
+  WHERE "_op" <> 'D';
 
 COMMENT ON VIEW "tidemark"."events_v1_latest" IS 'Newest version of each id of events v1 (tidemark).';
 

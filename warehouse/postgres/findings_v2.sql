@@ -85,6 +85,14 @@ COMMENT ON COLUMN "tidemark"."findings_v2"."created_at" IS 'When the finding row
 
 COMMENT ON COLUMN "tidemark"."findings_v2"."updated_at" IS 'When the finding row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."findings_v2_deleted" (
+  "id" uuid PRIMARY KEY,
+  "deleted_at" timestamptz NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL
+);
+
+COMMENT ON TABLE "tidemark"."findings_v2_deleted" IS 'Ids of findings v2 deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark).';
+
 CREATE TABLE IF NOT EXISTS "tidemark"."findings_v2_raw" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,
@@ -103,6 +111,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."findings_v2_raw" (
   "due_on" date,
   "created_at" timestamp with time zone NOT NULL,
   "updated_at" timestamp with time zone NOT NULL,
+  "_op" text NOT NULL DEFAULT 'U' CHECK ("_op" IN ('U', 'D')),
   "_tidemark_delivery_id" uuid NOT NULL,
   "_tidemark_loaded_at" timestamptz NOT NULL,
   UNIQUE ("id", "updated_at")
@@ -145,9 +154,12 @@ COMMENT ON COLUMN "tidemark"."findings_v2_raw"."created_at" IS 'When the finding
 COMMENT ON COLUMN "tidemark"."findings_v2_raw"."updated_at" IS 'When the finding row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
 CREATE OR REPLACE VIEW "tidemark"."findings_v2_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "rule_id", "event_id", "asset_id", "identity_id", "title", (CASE severity WHEN 0 THEN 'informational' WHEN 1 THEN 'low' WHEN 2 THEN 'medium' WHEN 3 THEN 'high' WHEN 4 THEN 'critical' ELSE 'unknown' END)::text AS "severity", (round(least(100, greatest(0, coalesce(cvss * 6, least(greatest(severity, 0), 4) * 15) + least(greatest(severity, 0), 4) * 7.5 + CASE WHEN escalated THEN 10 ELSE 0 END)), 2))::numeric(5,2) AS "risk_score", "status", "cvss", "escalated", "details", "resolved_at", "due_on", "created_at", "updated_at"
-  FROM "tidemark"."findings_v2_raw"
-  ORDER BY "id", "updated_at" DESC;
+  SELECT "id", "organization_id", "rule_id", "event_id", "asset_id", "identity_id", "title", "severity", "risk_score", "status", "cvss", "escalated", "details", "resolved_at", "due_on", "created_at", "updated_at" FROM (
+    SELECT DISTINCT ON ("id") *
+    FROM "tidemark"."findings_v2_raw"
+    ORDER BY "id", "updated_at" DESC, "_op" DESC
+  ) AS newest
+  WHERE "_op" <> 'D';
 
 COMMENT ON VIEW "tidemark"."findings_v2_latest" IS 'Newest version of each id of findings v2 (tidemark).';
 

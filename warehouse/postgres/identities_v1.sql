@@ -79,6 +79,14 @@ COMMENT ON COLUMN "tidemark"."identities_v1"."created_at" IS 'When the identity 
 
 COMMENT ON COLUMN "tidemark"."identities_v1"."updated_at" IS 'When the identity row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."identities_v1_deleted" (
+  "id" uuid PRIMARY KEY,
+  "deleted_at" timestamptz NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL
+);
+
+COMMENT ON TABLE "tidemark"."identities_v1_deleted" IS 'Ids of identities v1 deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark).';
+
 CREATE TABLE IF NOT EXISTS "tidemark"."identities_v1_raw" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,
@@ -95,6 +103,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."identities_v1_raw" (
   "last_login_ip" inet,
   "created_at" timestamp with time zone NOT NULL,
   "updated_at" timestamp with time zone NOT NULL,
+  "_op" text NOT NULL DEFAULT 'U' CHECK ("_op" IN ('U', 'D')),
   "_tidemark_delivery_id" uuid NOT NULL,
   "_tidemark_loaded_at" timestamptz NOT NULL,
   UNIQUE ("id", "updated_at")
@@ -133,9 +142,12 @@ COMMENT ON COLUMN "tidemark"."identities_v1_raw"."created_at" IS 'When the ident
 COMMENT ON COLUMN "tidemark"."identities_v1_raw"."updated_at" IS 'When the identity row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
 CREATE OR REPLACE VIEW "tidemark"."identities_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "email", "display_name", "provider", "external_id", "mfa_enabled", "roles", "department", "risk_level", "disabled", "last_login_at", "last_login_ip", "created_at", "updated_at"
-  FROM "tidemark"."identities_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
+  SELECT "id", "organization_id", "email", "display_name", "provider", "external_id", "mfa_enabled", "roles", "department", "risk_level", "disabled", "last_login_at", "last_login_ip", "created_at", "updated_at" FROM (
+    SELECT DISTINCT ON ("id") *
+    FROM "tidemark"."identities_v1_raw"
+    ORDER BY "id", "updated_at" DESC, "_op" DESC
+  ) AS newest
+  WHERE "_op" <> 'D';
 
 COMMENT ON VIEW "tidemark"."identities_v1_latest" IS 'Newest version of each id of identities v1 (tidemark).';
 

@@ -79,6 +79,14 @@ COMMENT ON COLUMN "tidemark"."rule_runs_v1"."created_at" IS 'When the rule run r
 
 COMMENT ON COLUMN "tidemark"."rule_runs_v1"."updated_at" IS 'When the rule run row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
+CREATE TABLE IF NOT EXISTS "tidemark"."rule_runs_v1_deleted" (
+  "id" uuid PRIMARY KEY,
+  "deleted_at" timestamptz NOT NULL,
+  "_tidemark_delivery_id" uuid NOT NULL
+);
+
+COMMENT ON TABLE "tidemark"."rule_runs_v1_deleted" IS 'Ids of rule_runs v1 deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark).';
+
 CREATE TABLE IF NOT EXISTS "tidemark"."rule_runs_v1_raw" (
   "id" uuid NOT NULL,
   "organization_id" uuid NOT NULL,
@@ -95,6 +103,7 @@ CREATE TABLE IF NOT EXISTS "tidemark"."rule_runs_v1_raw" (
   "error" text,
   "created_at" timestamp with time zone NOT NULL,
   "updated_at" timestamp with time zone NOT NULL,
+  "_op" text NOT NULL DEFAULT 'U' CHECK ("_op" IN ('U', 'D')),
   "_tidemark_delivery_id" uuid NOT NULL,
   "_tidemark_loaded_at" timestamptz NOT NULL,
   UNIQUE ("id", "updated_at")
@@ -133,9 +142,12 @@ COMMENT ON COLUMN "tidemark"."rule_runs_v1_raw"."created_at" IS 'When the rule r
 COMMENT ON COLUMN "tidemark"."rule_runs_v1_raw"."updated_at" IS 'When the rule run row was last inserted or modified; set to now() by a trigger and used as the export cursor.';
 
 CREATE OR REPLACE VIEW "tidemark"."rule_runs_v1_latest" AS
-  SELECT DISTINCT ON ("id") "id", "organization_id", "rule_id", "rule_version", "trigger_kind", "status", "started_at", "finished_at", "duration_ms", "matched_count", "scanned_rows", "cpu_seconds", "error", "created_at", "updated_at"
-  FROM "tidemark"."rule_runs_v1_raw"
-  ORDER BY "id", "updated_at" DESC;
+  SELECT "id", "organization_id", "rule_id", "rule_version", "trigger_kind", "status", "started_at", "finished_at", "duration_ms", "matched_count", "scanned_rows", "cpu_seconds", "error", "created_at", "updated_at" FROM (
+    SELECT DISTINCT ON ("id") *
+    FROM "tidemark"."rule_runs_v1_raw"
+    ORDER BY "id", "updated_at" DESC, "_op" DESC
+  ) AS newest
+  WHERE "_op" <> 'D';
 
 COMMENT ON VIEW "tidemark"."rule_runs_v1_latest" IS 'Newest version of each id of rule_runs v1 (tidemark).';
 

@@ -1,13 +1,15 @@
 //! BigQuery type mapping and DDL, derived from the published schema only.
 //!
 //! Per published table and major version three objects:
-//! - `<table>_v<major>_raw`: every delivered row version, append-only, plus
-//!   `_tidemark_delivery_id` and `_tidemark_loaded_at`; partitioned by `DATE(updated_at)` (a
+//! - `<table>_v<major>_raw`: every delivered row version, append-only, plus `_op` (`U`, or
+//!   `D` for a delete, docs/DELETES.md; NULL, read as `U`, for rows loaded before delete
+//!   capture), `_tidemark_delivery_id` and `_tidemark_loaded_at`; partitioned by `DATE(updated_at)` (a
 //!   delivery's rows lie in its window, so the per-delivery guard and MERGE source prune to one
 //!   or two partitions) and clustered by `_tidemark_delivery_id`;
-//! - `<table>_v<major>`: one row per `id`, the newest `updated_at` (MERGE), clustered by `id`;
+//! - `<table>_v<major>`: one row per `id`, the newest `updated_at` (MERGE; a delete removes
+//!   the row), clustered by `id`;
 //! - `<table>_v<major>_latest`: a view over the raw table keeping the newest version of each
-//!   `id` (what the analyst table holds, computed from history).
+//!   `id` unless it is a delete (what the analyst table holds, computed from history).
 //!
 //! Type mapping (lossless): numeric(P,S) → `NUMERIC(P, S)` when S ≤ 9 and P − S ≤ 29, else
 //! `BIGNUMERIC(P, S)`; timestamptz → `TIMESTAMP` (UTC, microseconds); date → `DATE`; int2/4/8
@@ -19,7 +21,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::schema::{Column, ColumnType, TableSchema};
+use crate::schema::{Column, ColumnType, OP_COLUMN, OP_DELETE, OP_UPSERT, TableSchema};
 
 /// Metadata columns of the raw and analyst tables.
 pub const DELIVERY_COLUMN: &str = "_tidemark_delivery_id";
@@ -201,6 +203,14 @@ fn column_defs(schema: &TableSchema, role: Role, jsonb: JsonbAs, out: &mut Strin
             quote_literal(&c.description)
         );
     }
+    if role != Role::Analyst {
+        let _ = write!(
+            out,
+            ",\n  {} STRING OPTIONS(description={})",
+            quote_ident(OP_COLUMN),
+            quote_literal(OP_DESCRIPTION),
+        );
+    }
     if role != Role::Stage {
         let _ = write!(
             out,
@@ -211,6 +221,14 @@ fn column_defs(schema: &TableSchema, role: Role, jsonb: JsonbAs, out: &mut Strin
             quote_literal("when tidemark loaded this row version (UTC)"),
         );
     }
+}
+
+/// The description of the raw table's `_op` column.
+pub const OP_DESCRIPTION: &str = "U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U";
+
+/// `_op` of a raw row, NULL (loaded before delete capture) read as `U`.
+pub fn op_expression(prefix: &str) -> String {
+    format!("COALESCE({prefix}{}, '{OP_UPSERT}')", quote_ident(OP_COLUMN))
 }
 
 /// `CREATE TABLE IF NOT EXISTS` of the raw history table.
@@ -252,10 +270,12 @@ pub fn create_analyst(schema: &TableSchema, ds: &Dataset, jsonb: JsonbAs) -> Str
 pub fn create_latest_view(schema: &TableSchema, ds: &Dataset) -> String {
     let names = table_names(schema);
     format!(
-        "CREATE VIEW IF NOT EXISTS {view}\nOPTIONS(description={desc})\nAS SELECT * EXCEPT({d}, {l})\nFROM {raw}\nWHERE TRUE\nQUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {u} DESC, {l} DESC) = 1",
+        "CREATE VIEW IF NOT EXISTS {view}\nOPTIONS(description={desc})\nAS SELECT * EXCEPT({d}, {l}, {op_name})\nFROM (\n  SELECT * FROM {raw}\n  WHERE TRUE\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {u} DESC, {op} DESC, {l} DESC) = 1\n)\nWHERE {op} <> '{OP_DELETE}'",
+        op = op_expression(""),
+        op_name = quote_ident(OP_COLUMN),
         view = ds.table(&names.latest),
         desc = quote_literal(&format!(
-            "{} v{}: the newest version of each row, computed from the raw history",
+            "{} v{}: the newest version of each row, computed from the raw history, without deleted rows",
             schema.table, schema.version
         )),
         d = quote_ident(DELIVERY_COLUMN),
@@ -316,6 +336,9 @@ pub fn schema_json(schema: &TableSchema, role: Role, jsonb: JsonbAs) -> Value {
             f
         })
         .collect();
+    if role != Role::Analyst {
+        fields.push(json!({"name": OP_COLUMN, "type": "STRING", "mode": "NULLABLE", "description": OP_DESCRIPTION}));
+    }
     if role != Role::Stage {
         fields.push(json!({"name": DELIVERY_COLUMN, "type": "STRING", "mode": "REQUIRED"}));
         fields.push(json!({"name": LOADED_AT_COLUMN, "type": "TIMESTAMP", "mode": "REQUIRED"}));
@@ -381,13 +404,18 @@ mod tests {
             );
         }
         let raw = schema_json(&s, Role::Raw, JsonbAs::Json);
-        assert_eq!(raw["fields"].as_array().unwrap().len(), s.columns.len() + 2);
+        assert_eq!(raw["fields"].as_array().unwrap().len(), s.columns.len() + 3);
+        assert_eq!(raw["fields"][s.columns.len()]["name"], "_op");
         assert_eq!(
             raw["fields"][0],
             json!({"name": "id", "type": "STRING", "mode": "REQUIRED", "description": s.columns[0].description})
         );
         let stage = schema_json(&s, Role::Stage, JsonbAs::Json);
-        assert_eq!(stage["fields"].as_array().unwrap().len(), s.columns.len());
+        assert_eq!(
+            stage["fields"].as_array().unwrap().len(),
+            s.columns.len() + 1,
+            "published columns and _op"
+        );
         assert!(stage["fields"].as_array().unwrap().iter().all(|f| f["type"] != "JSON"));
     }
 }

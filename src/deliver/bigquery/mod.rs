@@ -11,7 +11,9 @@
 //!    d in raw within the window's partitions)`: at most one copy of a delivery, even if the
 //!    job ids were lost.
 //! 4. `merge`: after the fence, `MERGE` the delivery's raw rows into the analyst table on `id`,
-//!    newest `updated_at` wins (a repeated MERGE changes nothing).
+//!    newest `updated_at` wins (a repeated MERGE changes nothing); a `_op = 'D'` row deletes
+//!    the analyst row unless it is newer, and a `U` older than a `D` of the id in the raw
+//!    history is never inserted (docs/DELETES.md).
 //! 5. The stage table is dropped.
 //!
 //! Stream mode replaces 2–3 with `tabledata.insertAll` of the rows into raw, `insertId`
@@ -46,7 +48,7 @@ use crate::encode::FileProvenance;
 use crate::encode::jsonl::JsonlEncoder;
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::BatchStream;
-use crate::schema::{ColumnType, Table, TableSchema};
+use crate::schema::{ColumnType, OP_COLUMN, OP_DELETE, OP_UPSERT, Table, TableSchema};
 
 /// Jobs of one step tried per delivery before giving up (each failed attempt leaves one).
 const MAX_JOBS_PER_STEP: u32 = 100;
@@ -165,9 +167,13 @@ impl BigQueryDestination {
             }
             self.client.create_dataset(dataset).await?;
         }
-        for (table, create) in [
-            (&names.raw, ddl::create_raw(schema, &self.ds, self.cfg.jsonb_as)),
-            (&names.analyst, ddl::create_analyst(schema, &self.ds, self.cfg.jsonb_as)),
+        for (table, create, is_raw) in [
+            (&names.raw, ddl::create_raw(schema, &self.ds, self.cfg.jsonb_as), true),
+            (
+                &names.analyst,
+                ddl::create_analyst(schema, &self.ds, self.cfg.jsonb_as),
+                false,
+            ),
         ] {
             let what = format!("creating BigQuery table {}:{dataset}.{table}", self.cfg.project);
             match self.client.get_table(dataset, table).await? {
@@ -194,6 +200,8 @@ impl BigQueryDestination {
                             (DELIVERY_COLUMN.to_string(), "STRING".to_string()),
                             (LOADED_AT_COLUMN.to_string(), "TIMESTAMP".to_string()),
                         ])
+                        // A raw table from before delete capture gains `_op` (NULL = U).
+                        .chain(is_raw.then(|| (OP_COLUMN.to_string(), "STRING".to_string())))
                         .filter(|(name, _)| !have.contains(name.as_str()))
                         .collect();
                     if missing.is_empty() {
@@ -308,14 +316,19 @@ impl BigQueryDestination {
             .columns
             .iter()
             .map(|c| quote_ident(&c.name))
-            .chain([quote_ident(DELIVERY_COLUMN), quote_ident(LOADED_AT_COLUMN)])
+            .chain([
+                quote_ident(OP_COLUMN),
+                quote_ident(DELIVERY_COLUMN),
+                quote_ident(LOADED_AT_COLUMN),
+            ])
             .collect();
         format!(
-            "INSERT INTO {raw} ({cols})\nSELECT {select}, {id}, CURRENT_TIMESTAMP()\nFROM {stage}\n\
+            "INSERT INTO {raw} ({cols})\nSELECT {select}, {op}, {id}, CURRENT_TIMESTAMP()\nFROM {stage}\n\
              WHERE NOT EXISTS (SELECT 1 FROM {raw} WHERE {filter})",
             raw = self.ds.table(&names.raw),
             cols = cols.join(", "),
             select = self.stage_select(ctx.schema),
+            op = quote_ident(OP_COLUMN),
             id = quote_literal(&ctx.delivery_id.to_string()),
             stage = self.ds.table(stage),
             filter = Self::window_filter(ctx),
@@ -340,14 +353,22 @@ impl BigQueryDestination {
             .collect();
         let values: Vec<String> = all.iter().map(|c| format!("S.{c}")).collect();
         format!(
-            "MERGE {analyst} T\nUSING (SELECT * FROM {raw} WHERE {filter}\n  \
-             QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {u} DESC, {l} DESC) = 1) S\n\
+            "MERGE {analyst} T\nUSING (\n  SELECT R.*, D.{deleted_at} FROM (\n    SELECT * FROM {raw} WHERE {filter}\n    \
+             QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {u} DESC, {op} DESC, {l} DESC) = 1\n  ) R\n  \
+             LEFT JOIN (\n    SELECT {id}, MAX({u}) AS {deleted_at} FROM {raw}\n    \
+             WHERE {op_name} = '{OP_DELETE}' AND {id} IN (SELECT {id} FROM {raw} WHERE {filter})\n    GROUP BY {id}\n  ) D ON D.{id} = R.{id}\n) S\n\
              ON T.{id} = S.{id}\n\
-             WHEN MATCHED AND S.{u} > T.{u} THEN UPDATE SET {set}\n\
-             WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
+             WHEN MATCHED AND {s_op} = '{OP_DELETE}' AND S.{u} >= T.{u} THEN DELETE\n\
+             WHEN MATCHED AND {s_op} = '{OP_UPSERT}' AND S.{u} > T.{u} THEN UPDATE SET {set}\n\
+             WHEN NOT MATCHED AND {s_op} = '{OP_UPSERT}' AND (S.{deleted_at} IS NULL OR S.{deleted_at} <= S.{u}) \
+             THEN INSERT ({cols}) VALUES ({values})",
             analyst = self.ds.table(&names.analyst),
             raw = self.ds.table(&names.raw),
             filter = Self::window_filter(ctx),
+            op = ddl::op_expression(""),
+            s_op = ddl::op_expression("S."),
+            op_name = quote_ident(OP_COLUMN),
+            deleted_at = quote_ident("_tidemark_deleted_at"),
             l = quote_ident(LOADED_AT_COLUMN),
             set = set.join(", "),
             cols = all.join(", "),
@@ -421,7 +442,7 @@ impl BigQueryDestination {
     async fn stream_raw(&self, ctx: &DeliveryContext<'_>, batches: &mut BatchStream) -> Result<(u64, u64)> {
         let names = table_names(ctx.schema);
         // jsonb goes as a JSON string (what insertAll takes for JSON and STRING columns alike).
-        let arrow = ctx.schema.arrow_schema();
+        let arrow = ctx.schema.export_arrow_schema();
         let plain = arrow_schema::Schema::new(
             arrow
                 .fields()
@@ -448,7 +469,7 @@ impl BigQueryDestination {
         let mut body: Vec<u8> = head.to_vec();
         let mut in_body = 0usize;
         while let Some(batch) = batches.next().await {
-            let batch = batch?;
+            let batch = crate::extract::with_op_column(batch?, &arrow)?;
             lines.clear();
             encoder.encode(&batch, &mut lines)?;
             // Rows become visible as they arrive: the lease must hold before each batch.
@@ -569,10 +590,11 @@ async fn encode_parquet(
         sha256: Sha256::new(),
         bytes: 0,
     };
-    let mut writer = AsyncArrowWriter::try_new(sink, ctx.schema.arrow_schema(), Some(props))?;
+    let export = ctx.schema.export_arrow_schema();
+    let mut writer = AsyncArrowWriter::try_new(sink, export.clone(), Some(props))?;
     let mut rows = 0u64;
     while let Some(batch) = batches.next().await {
-        let batch = batch?;
+        let batch = crate::extract::with_op_column(batch?, &export)?;
         rows += batch.num_rows() as u64;
         writer.write(&batch).await?;
     }
@@ -585,6 +607,11 @@ async fn encode_parquet(
 impl Destination for BigQueryDestination {
     fn kind(&self) -> DestinationKind {
         DestinationKind::Bigquery
+    }
+
+    /// Deletes land in the raw table as `_op = 'D'` rows; the MERGE applies them.
+    fn exports_op(&self) -> bool {
+        true
     }
 
     async fn check(&self) -> Result<()> {

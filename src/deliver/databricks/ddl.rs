@@ -3,14 +3,18 @@
 //! `catalog.schema.name`):
 //!
 //! - `<table>_v<major>_raw`: every delivered row version, append-only (`COPY INTO`), plus
+//!   `_op STRING` (`U`, or `D` for a delete, docs/DELETES.md; NULL, read as `U`, for rows
+//!   loaded before delete capture, so an existing table upgrades with `ADD COLUMN`),
 //!   `_tidemark_delivery_id STRING` and `_tidemark_loaded_at TIMESTAMP`;
-//! - `<table>_v<major>`: the analyst table, one row per `id`, newest `updated_at` wins (`MERGE`);
-//! - `<table>_v<major>_latest`: a view over the raw table keeping the newest version of each id.
+//! - `<table>_v<major>`: the analyst table, one row per `id`, newest `updated_at` wins and a
+//!   delete removes the row (`MERGE`);
+//! - `<table>_v<major>_latest`: a view over the raw table keeping the newest version of each id,
+//!   without the ids whose newest version is a delete.
 //!
 //! Every statement is idempotent (`IF NOT EXISTS`), so adapters run them before their first
 //! delivery and `tidemark schema ddl --warehouse databricks` can print them for review.
 
-use crate::schema::{ColumnType, TableSchema};
+use crate::schema::{ColumnType, OP_COLUMN, OP_DELETE, OP_UPSERT, TableSchema};
 
 /// Column holding the delivery that loaded a raw row.
 pub const DELIVERY_COLUMN: &str = "_tidemark_delivery_id";
@@ -110,6 +114,10 @@ pub fn create_statements(catalog: &str, schema: &str, table: &TableSchema) -> Ve
     let what = format!("tidemark {} v{}", table.table.name(), table.version);
     let mut raw_columns = column_definitions(table);
     raw_columns.push(format!(
+        "{} STRING COMMENT 'U: this version of the id; D: the id was deleted at updated_at (last values); NULL: loaded before delete capture, a U.'",
+        quote_ident(OP_COLUMN)
+    ));
+    raw_columns.push(format!(
         "{} STRING NOT NULL COMMENT 'tidemark delivery that loaded this row version.'",
         quote_ident(DELIVERY_COLUMN)
     ));
@@ -136,16 +144,30 @@ pub fn create_statements(catalog: &str, schema: &str, table: &TableSchema) -> Ve
         ))
     );
     let latest = format!(
-        "CREATE VIEW IF NOT EXISTS {} COMMENT {} AS\nSELECT {}\nFROM {}\nQUALIFY ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {} DESC, {} DESC) = 1",
+        "CREATE VIEW IF NOT EXISTS {} COMMENT {} AS\nSELECT {cols}\nFROM (\n  SELECT {cols}, {op} AS {op_name}\n  FROM {}\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {} DESC, {op} DESC, {} DESC) = 1\n) AS newest\nWHERE {op_name} <> '{OP_DELETE}'",
         names.latest,
-        quote_literal(&format!("{what}: the newest version of each id in the raw history.")),
-        select_list(table, ""),
+        quote_literal(&format!(
+            "{what}: the newest version of each id in the raw history, without deleted ids."
+        )),
         names.raw,
         quote_ident("id"),
         quote_ident("updated_at"),
         quote_ident(LOADED_AT_COLUMN),
+        cols = select_list(table, ""),
+        op = op_expression(""),
+        op_name = quote_ident(OP_COLUMN),
     );
     vec![raw, analyst, latest]
+}
+
+/// `_op` of a raw row, NULL (loaded before delete capture) read as `U`.
+fn op_expression(prefix: &str) -> String {
+    let col = if prefix.is_empty() {
+        quote_ident(OP_COLUMN)
+    } else {
+        format!("{prefix}.{}", quote_ident(OP_COLUMN))
+    };
+    format!("coalesce({col}, '{OP_UPSERT}')")
 }
 
 /// `` `a`, `b`, ... `` (each prefixed with `prefix.` when given), in published order.
@@ -174,9 +196,10 @@ pub fn copy_into(
     delivery_id: uuid::Uuid,
 ) -> String {
     format!(
-        "COPY INTO {} FROM (\n  SELECT {}, {} AS {}, current_timestamp() AS {}\n  FROM {}\n)\nFILEFORMAT = PARQUET\nFILES = ({})\nCOPY_OPTIONS ('mergeSchema' = 'false')",
+        "COPY INTO {} FROM (\n  SELECT {}, {}, {} AS {}, current_timestamp() AS {}\n  FROM {}\n)\nFILEFORMAT = PARQUET\nFILES = ({})\nCOPY_OPTIONS ('mergeSchema' = 'false')",
         names.raw,
         select_list(table, ""),
+        quote_ident(OP_COLUMN),
         quote_literal(&delivery_id.to_string()),
         quote_ident(DELIVERY_COLUMN),
         quote_ident(LOADED_AT_COLUMN),
@@ -185,8 +208,12 @@ pub fn copy_into(
     )
 }
 
-/// `MERGE` this delivery's raw rows into the analyst table: insert new ids, update an id only
-/// when the delivered version is newer, so replaying a delivery changes nothing.
+/// `MERGE` this delivery's raw rows into the analyst table: per id the delivery's newest
+/// version (newest `updated_at`, the `U` on a tie: a delete and a re-insert in one transaction
+/// leave the row); a `D` deletes the analyst row unless that row is newer; a `U` updates an id
+/// only when it is newer, and inserts one only when no delete in the raw history is newer
+/// (a replayed older version never resurrects a deleted row). Replaying a delivery changes
+/// nothing.
 pub fn merge(names: &TableNames, table: &TableSchema, delivery_id: uuid::Uuid) -> String {
     let id = quote_ident("id");
     let updated_at = quote_ident("updated_at");
@@ -197,7 +224,7 @@ pub fn merge(names: &TableNames, table: &TableSchema, delivery_id: uuid::Uuid) -
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "MERGE INTO {analyst} AS t\nUSING (\n  SELECT {cols}\n  FROM {raw}\n  WHERE {delivery} = {did}\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {updated_at} DESC, {loaded} DESC) = 1\n) AS s\nON t.{id} = s.{id}\nWHEN MATCHED AND s.{updated_at} > t.{updated_at} THEN UPDATE SET {set}\nWHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
+        "MERGE INTO {analyst} AS t\nUSING (\n  SELECT v.*, d.{deleted_at}\n  FROM (\n    SELECT {cols}, {op} AS {op_name}\n    FROM {raw}\n    WHERE {delivery} = {did}\n    QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {updated_at} DESC, {op} DESC, {loaded} DESC) = 1\n  ) AS v\n  LEFT JOIN (\n    SELECT {id}, max({updated_at}) AS {deleted_at}\n    FROM {raw}\n    WHERE {op_name} = '{OP_DELETE}' AND {id} IN (SELECT {id} FROM {raw} WHERE {delivery} = {did})\n    GROUP BY {id}\n  ) AS d ON d.{id} = v.{id}\n) AS s\nON t.{id} = s.{id}\nWHEN MATCHED AND s.{op_name} = '{OP_DELETE}' AND s.{updated_at} >= t.{updated_at} THEN DELETE\nWHEN MATCHED AND s.{op_name} = '{OP_UPSERT}' AND s.{updated_at} > t.{updated_at} THEN UPDATE SET {set}\nWHEN NOT MATCHED AND s.{op_name} = '{OP_UPSERT}' AND (s.{deleted_at} IS NULL OR s.{deleted_at} <= s.{updated_at}) THEN INSERT ({cols}) VALUES ({values})",
         analyst = names.analyst,
         raw = names.raw,
         cols = select_list(table, ""),
@@ -205,6 +232,9 @@ pub fn merge(names: &TableNames, table: &TableSchema, delivery_id: uuid::Uuid) -
         did = quote_literal(&delivery_id.to_string()),
         loaded = quote_ident(LOADED_AT_COLUMN),
         values = select_list(table, "s"),
+        op = op_expression(""),
+        op_name = quote_ident(OP_COLUMN),
+        deleted_at = quote_ident("_tidemark_deleted_at"),
     )
 }
 
@@ -265,7 +295,18 @@ mod tests {
         let id = uuid::Uuid::nil();
         let sql = merge(&names, &schema, id);
         assert!(sql.contains("WHERE `_tidemark_delivery_id` = '00000000-0000-0000-0000-000000000000'"));
-        assert!(sql.contains("WHEN MATCHED AND s.`updated_at` > t.`updated_at` THEN UPDATE SET"));
+        assert!(
+            sql.contains("WHEN MATCHED AND s.`_op` = 'U' AND s.`updated_at` > t.`updated_at` THEN UPDATE SET"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WHEN MATCHED AND s.`_op` = 'D' AND s.`updated_at` >= t.`updated_at` THEN DELETE"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WHEN NOT MATCHED AND s.`_op` = 'U' AND (s.`_tidemark_deleted_at` IS NULL OR s.`_tidemark_deleted_at` <= s.`updated_at`) THEN INSERT"),
+            "an older version never resurrects a deleted id: {sql}"
+        );
         let copy = copy_into(&names, &schema, "/Volumes/c/s/v/tidemark/assets/v1", "x.parquet", id);
         assert!(copy.contains("FILES = ('x.parquet')"), "{copy}");
         assert!(copy.contains("FROM '/Volumes/c/s/v/tidemark/assets/v1'"), "{copy}");

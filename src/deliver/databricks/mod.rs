@@ -155,10 +155,11 @@ async fn write_parquet(
         bytes: 0,
     };
     let props = crate::encode::parquet::writer_properties(provenance, ctx.schema);
-    let mut writer = AsyncArrowWriter::try_new(sink, ctx.schema.arrow_schema(), Some(props))?;
+    let export = ctx.schema.export_arrow_schema();
+    let mut writer = AsyncArrowWriter::try_new(sink, export.clone(), Some(props))?;
     let mut rows = 0u64;
     while let Some(batch) = batches.next().await {
-        let batch = batch?;
+        let batch = crate::extract::with_op_column(batch?, &export)?;
         rows += batch.num_rows() as u64;
         writer.write(&batch).await?;
     }
@@ -171,6 +172,11 @@ async fn write_parquet(
 impl Destination for DatabricksDestination {
     fn kind(&self) -> DestinationKind {
         DestinationKind::Databricks
+    }
+
+    /// Deletes land in the raw table as `_op = 'D'` rows; the MERGE applies them.
+    fn exports_op(&self) -> bool {
+        true
     }
 
     /// The warehouse exists (looked up, not started), and the staging volume takes a write and

@@ -5,6 +5,9 @@
 //! object becomes visible in one step (a single PUT, a completed multipart upload, or a rename
 //! on a local filesystem), after the lease is re-checked; an aborted attempt leaves nothing
 //! under the final key.
+//!
+//! Rows carry the published columns then `_op` (`U`/`D`, docs/DELETES.md); a stream without
+//! `_op` (published columns only) is written with `_op = 'U'`.
 
 mod config;
 
@@ -275,6 +278,11 @@ impl Destination for ObjectDestination {
         self.kind
     }
 
+    /// Objects are append-only history: every change lands, deletes as `_op = 'D'` rows.
+    fn exports_op(&self) -> bool {
+        true
+    }
+
     async fn check(&self) -> Result<()> {
         let probe = Path::from_iter(
             self.prefix
@@ -351,7 +359,8 @@ async fn write_parquet(
 ) -> Result<(FencedUpload, Result<u64>)> {
     let props = crate::encode::parquet::writer_properties(provenance, ctx.schema);
     // Construction fails only for schemas Parquet cannot represent; nothing was written then.
-    let mut writer = match AsyncArrowWriter::try_new(upload, ctx.schema.arrow_schema(), Some(props)) {
+    let export = ctx.schema.export_arrow_schema();
+    let mut writer = match AsyncArrowWriter::try_new(upload, export.clone(), Some(props)) {
         Ok(w) => w,
         Err(e) => return Err(e.into()),
     };
@@ -362,7 +371,7 @@ async fn write_parquet(
             let t = std::time::Instant::now();
             let Some(batch) = batches.next().await else { break };
             waiting += t.elapsed();
-            let batch: RecordBatch = batch?;
+            let batch: RecordBatch = crate::extract::with_op_column(batch?, &export)?;
             rows += batch.num_rows() as u64;
             let t = std::time::Instant::now();
             writer.write(&batch).await?;
@@ -387,12 +396,13 @@ async fn write_jsonl(
     batches: &mut BatchStream,
     mut upload: FencedUpload,
 ) -> (FencedUpload, Result<u64>) {
-    let encoder = JsonlEncoder::new(&ctx.schema.arrow_schema());
+    let export = ctx.schema.export_arrow_schema();
+    let encoder = JsonlEncoder::new(&export);
     let mut rows = 0u64;
     let mut buf = Vec::with_capacity(1 << 20);
     let result: Result<()> = async {
         while let Some(batch) = batches.next().await {
-            let batch = batch?;
+            let batch = crate::extract::with_op_column(batch?, &export)?;
             rows += batch.num_rows() as u64;
             buf.clear();
             encoder.encode(&batch, &mut buf)?;

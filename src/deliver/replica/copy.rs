@@ -55,6 +55,14 @@ impl CopyEncoder {
     }
 
     /// The 19-byte file header (no flags, no extension).
+    /// An encoder of the published columns followed by the `_op` envelope column.
+    pub fn with_op(schema: &TableSchema, organization: Uuid) -> CopyEncoder {
+        let mut encoder = CopyEncoder::new(schema, organization);
+        encoder.types.push(ColumnType::Text);
+        encoder.names.push(crate::schema::OP_COLUMN.to_string());
+        encoder
+    }
+
     pub fn header(out: &mut Vec<u8>) {
         out.extend_from_slice(SIGNATURE);
         out.extend_from_slice(&0u32.to_be_bytes());

@@ -5,9 +5,12 @@
 //!   equal to the source's (the published type *is* a Postgres type: uuid, numeric(p,s),
 //!   timestamptz, jsonb, text[], inet, …), `NOT NULL` where the contract says so;
 //! - `<table>_v<major>_raw` (optional): append-only history, every delivered version plus
-//!   `_tidemark_delivery_id` and `_tidemark_loaded_at`, unique on `(id, updated_at)`;
-//! - `<table>_v<major>_latest`: a view with the newest version of each `id` (from the history
-//!   when it is kept, else the analyst table itself).
+//!   `_op` (`U`, or `D` for a delete: docs/DELETES.md), `_tidemark_delivery_id` and
+//!   `_tidemark_loaded_at`, unique on `(id, updated_at)`;
+//! - `<table>_v<major>_deleted`: the deleted-ids ledger, the newest delete per `id`
+//!   (`deleted_at`), so that a replayed older version never resurrects a deleted row;
+//! - `<table>_v<major>_latest`: a view with the newest version of each `id` that is not a
+//!   delete (from the history when it is kept, else the analyst table itself).
 //!
 //! Plus two bookkeeping tables per schema: `_tidemark_deliveries` (one row per delivery id: the
 //! replay ledger) and `_tidemark_replica` (the one organization this schema replicates).
@@ -15,7 +18,7 @@
 //! Every identifier is quoted ([`quote_ident`]); descriptions become `COMMENT`s through an
 //! escaped literal ([`quote_literal`]).
 
-use crate::schema::{Column, ColumnType, TableSchema, quote_ident};
+use crate::schema::{Column, ColumnType, OP_COLUMN, OP_DELETE, OP_UPSERT, TableSchema, quote_ident};
 
 /// Name of the replay ledger table.
 pub const LEDGER: &str = "_tidemark_deliveries";
@@ -24,6 +27,8 @@ pub const OWNER: &str = "_tidemark_replica";
 /// Extra columns of the history table.
 pub const DELIVERY_ID_COLUMN: &str = "_tidemark_delivery_id";
 pub const LOADED_AT_COLUMN: &str = "_tidemark_loaded_at";
+/// The deleted-ids ledger's time of the delete.
+pub const DELETED_AT_COLUMN: &str = "deleted_at";
 
 /// Unquoted names of one table's replica objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +36,7 @@ pub struct TableNames {
     pub analyst: String,
     pub raw: String,
     pub latest: String,
+    pub deleted: String,
 }
 
 pub fn table_names(schema: &TableSchema) -> TableNames {
@@ -38,6 +44,7 @@ pub fn table_names(schema: &TableSchema) -> TableNames {
     TableNames {
         raw: format!("{base}_raw"),
         latest: format!("{base}_latest"),
+        deleted: format!("{base}_deleted"),
         analyst: base,
     }
 }
@@ -66,6 +73,14 @@ fn column_definition(c: &Column) -> String {
     )
 }
 
+/// The history's `_op` column: `U` or `D`, `U` for versions loaded before delete capture.
+pub fn op_column_definition() -> String {
+    format!(
+        "{op} text NOT NULL DEFAULT '{OP_UPSERT}' CHECK ({op} IN ('{OP_UPSERT}', '{OP_DELETE}'))",
+        op = quote_ident(OP_COLUMN)
+    )
+}
+
 /// The published columns, quoted, in order: `"id", "organization_id", …`.
 pub fn column_list(schema: &TableSchema) -> String {
     schema.select_list()
@@ -81,6 +96,8 @@ pub struct TableDdl {
     pub analyst: Vec<String>,
     /// The history table and its comments; empty without history.
     pub raw: Vec<String>,
+    /// The deleted-ids ledger and its comment.
+    pub deleted: Vec<String>,
     /// `CREATE OR REPLACE VIEW … _latest` and its comment.
     pub latest: Vec<String>,
 }
@@ -91,6 +108,7 @@ impl TableDdl {
         let analyst = qualified(namespace, &names.analyst);
         let raw = qualified(namespace, &names.raw);
         let latest = qualified(namespace, &names.latest);
+        let deleted = qualified(namespace, &names.deleted);
         let columns: Vec<String> = schema.columns.iter().map(column_definition).collect();
         let cols = column_list(schema);
         let what = format!("{} v{}", schema.table, schema.version);
@@ -128,8 +146,9 @@ impl TableDdl {
         let mut raw_sql = Vec::new();
         let view = if raw_history {
             raw_sql.push(format!(
-                "CREATE TABLE IF NOT EXISTS {raw} (\n  {},\n  {} uuid NOT NULL,\n  {} timestamptz NOT NULL,\n  UNIQUE (\"id\", \"updated_at\")\n)",
+                "CREATE TABLE IF NOT EXISTS {raw} (\n  {},\n  {},\n  {} uuid NOT NULL,\n  {} timestamptz NOT NULL,\n  UNIQUE (\"id\", \"updated_at\")\n)",
                 columns.join(",\n  "),
+                op_column_definition(),
                 quote_ident(DELIVERY_ID_COLUMN),
                 quote_ident(LOADED_AT_COLUMN),
             ));
@@ -141,15 +160,36 @@ impl TableDdl {
             ));
             raw_sql.extend(column_comments(&raw));
             format!(
-                "CREATE OR REPLACE VIEW {latest} AS\n  SELECT DISTINCT ON (\"id\") {cols}\n  FROM {raw}\n  ORDER BY \"id\", \"updated_at\" DESC"
+                "CREATE OR REPLACE VIEW {latest} AS\n  SELECT {names} FROM (\n    SELECT DISTINCT ON (\"id\") *\n    FROM {raw}\n    ORDER BY \"id\", \"updated_at\" DESC, {op} DESC\n  ) AS newest\n  WHERE {op} <> '{OP_DELETE}'",
+                op = quote_ident(OP_COLUMN),
+                names = schema
+                    .columns
+                    .iter()
+                    .map(|c| quote_ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )
         } else {
             format!("CREATE OR REPLACE VIEW {latest} AS\n  SELECT {cols} FROM {analyst}")
         };
+        let deleted_sql = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {deleted} (\n  \"id\" uuid PRIMARY KEY,\n  {} timestamptz NOT NULL,\n  {} uuid NOT NULL\n)",
+                quote_ident(DELETED_AT_COLUMN),
+                quote_ident(DELIVERY_ID_COLUMN),
+            ),
+            format!(
+                "COMMENT ON TABLE {deleted} IS {}",
+                quote_literal(&format!(
+                    "Ids of {what} deleted at the source, with the newest delete; a version not newer than it is never loaded again (tidemark)."
+                ))
+            ),
+        ];
         TableDdl {
             schema: format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(namespace)),
             analyst: analyst_sql,
             raw: raw_sql,
+            deleted: deleted_sql,
             latest: vec![
                 view,
                 format!(
@@ -168,6 +208,7 @@ pub fn create_statements(schema: &TableSchema, namespace: &str, raw_history: boo
     let ddl = TableDdl::new(schema, namespace, raw_history);
     std::iter::once(ddl.schema)
         .chain(ddl.analyst)
+        .chain(ddl.deleted)
         .chain(ddl.raw)
         .chain(ddl.latest)
         .collect()
@@ -258,7 +299,8 @@ mod tests {
             TableNames {
                 analyst: "events_v1".into(),
                 raw: "events_v1_raw".into(),
-                latest: "events_v1_latest".into()
+                latest: "events_v1_latest".into(),
+                deleted: "events_v1_deleted".into(),
             }
         );
         // Without history the view reads the analyst table.

@@ -6,11 +6,15 @@
 //! 2. `COPY _tidemark_stage (…) FROM STDIN (FORMAT binary)`, the batches encoded by [`copy`]
 //!    one at a time and streamed as they arrive from the extractor (never a whole window in
 //!    memory);
-//! 3. `INSERT INTO <t>_raw … ON CONFLICT (id, updated_at) DO NOTHING` (history, when kept);
-//! 4. `INSERT INTO <t> … ON CONFLICT (id) DO UPDATE SET … WHERE excluded.updated_at >
-//!    <t>.updated_at OR (excluded.updated_at = <t>.updated_at AND <row differs>)`;
-//! 5. an upsert of the delivery's row in `_tidemark_deliveries` (the replay ledger);
-//! 6. `ctx.fence.ensure()`, then `COMMIT`.
+//! 3. `INSERT INTO <t>_raw … ON CONFLICT (id, updated_at) DO NOTHING` (history, when kept;
+//!    deletes included as `_op = 'D'` rows);
+//! 4. deletes: per id whose newest staged version is a `D`, the newest delete is recorded in
+//!    `<t>_deleted` and the analyst row is deleted when its `updated_at` is not newer;
+//! 5. `INSERT INTO <t> … ON CONFLICT (id) DO UPDATE SET … WHERE excluded.updated_at >
+//!    <t>.updated_at OR (excluded.updated_at = <t>.updated_at AND <row differs>)`, for ids
+//!    whose newest staged version is a `U` that no recorded delete is newer than or equal to;
+//! 6. an upsert of the delivery's row in `_tidemark_deliveries` (the replay ledger);
+//! 7. `ctx.fence.ensure()`, then `COMMIT`.
 //!
 //! Exactly-once effect: nothing is visible before the commit, and a replay of the same
 //! delivery (or any older window) changes nothing: history rows are keyed by `(id,
@@ -18,6 +22,13 @@
 //! version is rewritten only if its content differs, which is the `>=` rule without rewriting
 //! identical rows). The ledger counts loads per delivery id, so the receipt says whether an
 //! attempt was the first load or a replay.
+//!
+//! Deletes (docs/DELETES.md): a `D` deletes the analyst row unless that row is newer, and is
+//! remembered in `<t>_deleted` (the newest `deleted_at` per id), because once the row is gone
+//! nothing else would stop a replay of an older window from inserting it again. Among one
+//! window's versions of an id the newest wins, and on an `updated_at` tie the `U` (a delete
+//! and a re-insert in one transaction leave the row). The history keeps one version per `(id,
+//! updated_at)`: on such a tie, the `U`.
 //!
 //! Setup (schema, tables, view, ledger) runs once per process and table in its own
 //! transaction under an advisory lock, creating only what is missing and checking that existing
@@ -50,7 +61,7 @@ use crate::control::destinations::DestinationKind;
 use crate::encode::FileProvenance;
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::BatchStream;
-use crate::schema::{Table, TableSchema, quote_ident};
+use crate::schema::{OP_COLUMN, OP_DELETE, OP_UPSERT, Table, TableSchema, quote_ident};
 use copy::CopyEncoder;
 use ddl::{qualified, table_names};
 
@@ -142,6 +153,12 @@ struct Counts {
     inserted: i64,
     updated: i64,
     skipped_as_older: i64,
+    /// Ids whose newest staged version is a delete.
+    delete_ids: i64,
+    /// Analyst rows deleted.
+    deleted: i64,
+    /// Ids whose newest staged version is a `U` not newer than a recorded delete.
+    skipped_as_deleted: i64,
 }
 
 impl ReplicaDestination {
@@ -258,6 +275,7 @@ impl ReplicaDestination {
             names.analyst.clone(),
             names.raw.clone(),
             names.latest.clone(),
+            names.deleted.clone(),
         ];
         let existing: Vec<(String, String)> = sqlx::query_as(
             "SELECT c.relname::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -269,7 +287,7 @@ impl ReplicaDestination {
         .await
         .map_err(fail("cannot read the catalog"))?;
         let has = |name: &str| existing.iter().any(|(n, _)| n == name);
-        let missing: Vec<&str> = [ddl::LEDGER, ddl::OWNER, &names.analyst, &names.latest]
+        let missing: Vec<&str> = [ddl::LEDGER, ddl::OWNER, &names.analyst, &names.latest, &names.deleted]
             .into_iter()
             .chain(self.cfg.raw_history.then_some(names.raw.as_str()))
             .filter(|n| !has(n))
@@ -310,6 +328,26 @@ impl ReplicaDestination {
             .fetch_all(&mut *tx)
             .await
             .map_err(fail("cannot read the columns"))?;
+            if table == &names.raw && !columns.iter().any(|(n, _)| n == OP_COLUMN) {
+                // A history from before delete capture: its versions are all `U`.
+                if !self.cfg.create_tables {
+                    return Err(Error::new(
+                        ErrorKind::DestinationRejected,
+                        format!(
+                            "replica table {} has no column {} (docs/DELETES.md); add it with `ALTER TABLE {} ADD COLUMN {}` or enable create_tables",
+                            qualified(ns, table),
+                            quote_ident(OP_COLUMN),
+                            qualified(ns, table),
+                            ddl::op_column_definition()
+                        ),
+                    ));
+                }
+                add_columns.push(format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}",
+                    qualified(ns, table),
+                    ddl::op_column_definition()
+                ));
+            }
             for col in &schema.columns {
                 let expected = ddl::postgres_type(col.ty);
                 match columns.iter().find(|(n, _)| n == &col.name) {
@@ -368,29 +406,37 @@ impl ReplicaDestination {
             if !has(&names.analyst) {
                 statements.extend(ddl.analyst);
             }
+            if !has(&names.deleted) {
+                statements.extend(ddl.deleted);
+            }
             if self.cfg.raw_history && !has(&names.raw) {
                 statements.extend(ddl.raw);
             }
             statements.extend(add_columns.iter().cloned());
             // The view is replaced only when it is missing or stale (it takes an exclusive
             // lock on the view, which would queue behind analysts' long queries).
-            let (reads_raw, view_columns): (bool, i64) = if has(&names.latest) {
+            let (reads_raw, honours_deletes, view_columns): (bool, bool, i64) = if has(&names.latest) {
                 sqlx::query_as(
                     "SELECT pg_get_viewdef(to_regclass($1)) LIKE '%' || $2 || '%', \
+                       pg_get_viewdef(to_regclass($1)) LIKE '%' || $3 || '%', \
                        (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0)",
                 )
                 .bind(qualified(ns, &names.latest))
                 .bind(&names.raw)
+                .bind(OP_COLUMN)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(fail("cannot read the latest view"))?
             } else {
-                (false, 0)
+                (false, false, 0)
             };
             let mut latest = ddl.latest.into_iter();
             if !has(&names.latest) {
                 statements.extend(latest);
-            } else if reads_raw != self.cfg.raw_history || view_columns < schema.columns.len() as i64 {
+            } else if reads_raw != self.cfg.raw_history
+                || (reads_raw && !honours_deletes)
+                || view_columns < schema.columns.len() as i64
+            {
                 statements.extend(latest.next());
             }
         }
@@ -456,7 +502,9 @@ impl ReplicaDestination {
             .columns
             .iter()
             .map(|c| format!("{} {}", quote_ident(&c.name), ddl::postgres_type(c.ty)))
+            .chain([format!("{} text NOT NULL", quote_ident(OP_COLUMN))])
             .collect();
+        let op = quote_ident(OP_COLUMN);
         (&mut *tx)
             .execute(sqlx::raw_sql(&format!(
                 "CREATE TEMP TABLE {} ({}) ON COMMIT DROP",
@@ -468,10 +516,11 @@ impl ReplicaDestination {
 
         // 1. Binary COPY into the staging table, batch by batch.
         let started = std::time::Instant::now();
-        let encoder = CopyEncoder::new(schema, ctx.organization_id);
+        let encoder = CopyEncoder::with_op(schema, ctx.organization_id);
+        let export = schema.export_arrow_schema();
         let mut copy = tx
             .copy_in_raw(&format!(
-                "COPY {} ({cols}) FROM STDIN (FORMAT binary)",
+                "COPY {} ({cols}, {op}) FROM STDIN (FORMAT binary)",
                 quote_ident(STAGE)
             ))
             .await
@@ -481,7 +530,7 @@ impl ReplicaDestination {
         let mut rows = 0u64;
         let mut streamed: Result<()> = Ok(());
         while let Some(batch) = batches.next().await {
-            let step = match batch {
+            let step = match batch.and_then(|b| crate::extract::with_op_column(b, &export)) {
                 Ok(batch) => encoder.encode(&batch, &mut buf).map(|()| batch.num_rows() as u64),
                 Err(e) => Err(e),
             };
@@ -540,8 +589,8 @@ impl ReplicaDestination {
         let started = std::time::Instant::now();
         let raw_inserted = if self.cfg.raw_history {
             sqlx::query(&format!(
-                "INSERT INTO {raw} ({cols}, {did}, {lat}) SELECT {cols}, $1, now() FROM {stage} \
-                 ORDER BY \"id\", \"updated_at\" ON CONFLICT (\"id\", \"updated_at\") DO NOTHING",
+                "INSERT INTO {raw} ({cols}, {op}, {did}, {lat}) SELECT {cols}, {op}, $1, now() FROM {stage} \
+                 ORDER BY \"id\", \"updated_at\", {op} DESC ON CONFLICT (\"id\", \"updated_at\") DO NOTHING",
                 did = quote_ident(ddl::DELIVERY_ID_COLUMN),
                 lat = quote_ident(ddl::LOADED_AT_COLUMN),
                 stage = quote_ident(STAGE),
@@ -557,9 +606,18 @@ impl ReplicaDestination {
 
         let raw_ms = started.elapsed().as_millis() as u64;
 
-        // 3. Analyst table: newest updated_at wins; never backwards.
+        // 3. Deletes: recorded in the deleted-ids ledger, and the analyst row goes unless it
+        // is newer.
+        let deleted_table = qualified(ns, &names.deleted);
+        let (delete_ids, deleted): (i64, i64) = sqlx::query_as(&delete_statement(&analyst, &deleted_table))
+            .bind(ctx.delivery_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail(format!("applying deletes to {analyst} failed")))?;
+
+        // 4. Analyst table: newest updated_at wins; never backwards, never over a delete.
         let started = std::time::Instant::now();
-        let row: sqlx::postgres::PgRow = sqlx::query(&upsert_statement(schema, &analyst))
+        let row: sqlx::postgres::PgRow = sqlx::query(&upsert_statement(schema, &analyst, &deleted_table))
             .fetch_one(&mut *tx)
             .await
             .map_err(fail(format!("upserting into {analyst} failed")))?;
@@ -570,6 +628,9 @@ impl ReplicaDestination {
             inserted: row.try_get("inserted").map_err(|e| classify("reading counts", e))?,
             updated: row.try_get("updated").map_err(|e| classify("reading counts", e))?,
             skipped_as_older: row.try_get("older").map_err(|e| classify("reading counts", e))?,
+            delete_ids,
+            deleted,
+            skipped_as_deleted: row.try_get("after_delete").map_err(|e| classify("reading counts", e))?,
         };
 
         let upsert_ms = started.elapsed().as_millis() as u64;
@@ -624,10 +685,40 @@ impl ReplicaDestination {
     }
 }
 
+/// The newest staged version per id: newest `updated_at`, and on a tie the `U` (a delete and
+/// a re-insert in one transaction leave the row).
+fn newest_staged(cols: &str) -> String {
+    format!(
+        "SELECT DISTINCT ON (\"id\") {cols}, {op} FROM {stage} ORDER BY \"id\", \"updated_at\" DESC, {op} DESC",
+        op = quote_ident(OP_COLUMN),
+        stage = quote_ident(STAGE),
+    )
+}
+
+/// The deletes of a load, in one statement: ids whose newest staged version is a `D` get their
+/// newest delete recorded in `deleted` (with delivery `$1`), and their analyst row deleted
+/// unless it is newer. Returns `(delete ids, analyst rows deleted)`.
+fn delete_statement(analyst: &str, deleted: &str) -> String {
+    format!(
+        "WITH s AS ({newest}), d AS (SELECT \"id\", \"updated_at\" FROM s WHERE {op} = '{OP_DELETE}'), \
+         led AS (INSERT INTO {deleted} AS x (\"id\", {at}, {did}) SELECT \"id\", \"updated_at\", $1 FROM d ORDER BY \"id\" \
+                 ON CONFLICT (\"id\") DO UPDATE SET {at} = excluded.{at}, {did} = excluded.{did} \
+                 WHERE excluded.{at} > x.{at} RETURNING 1), \
+         gone AS (DELETE FROM {analyst} t USING d WHERE t.\"id\" = d.\"id\" AND t.\"updated_at\" <= d.\"updated_at\" RETURNING 1) \
+         SELECT (SELECT count(*) FROM d) AS delete_ids, (SELECT count(*) FROM gone) AS deleted",
+        newest = newest_staged("\"id\", \"updated_at\""),
+        op = quote_ident(OP_COLUMN),
+        at = quote_ident(ddl::DELETED_AT_COLUMN),
+        did = quote_ident(ddl::DELIVERY_ID_COLUMN),
+    )
+}
+
 /// The analyst upsert with its counts, in one statement (all parts see one snapshot):
 /// distinct ids staged, inserted, updated (a newer version, or the same version with other
-/// content), and staged versions older than the replica's (left alone).
-fn upsert_statement(schema: &TableSchema, analyst: &str) -> String {
+/// content), staged versions older than the replica's (left alone), and versions not newer
+/// than a recorded delete (never loaded: a replay must not resurrect a deleted row). Ids whose
+/// newest staged version is a `D` are left to [`delete_statement`].
+fn upsert_statement(schema: &TableSchema, analyst: &str, deleted: &str) -> String {
     let cols = ddl::column_list(schema);
     let others: Vec<&str> = schema
         .columns
@@ -642,7 +733,9 @@ fn upsert_statement(schema: &TableSchema, analyst: &str) -> String {
     let target_row: Vec<String> = others.iter().map(|n| format!("t.{}", quote_ident(n))).collect();
     let new_row: Vec<String> = others.iter().map(|n| format!("excluded.{}", quote_ident(n))).collect();
     format!(
-        "WITH s AS (SELECT DISTINCT ON (\"id\") {cols} FROM {stage} ORDER BY \"id\", \"updated_at\" DESC), \
+        "WITH staged AS ({newest}), \
+         s AS (SELECT * FROM staged WHERE {op} = '{OP_UPSERT}' AND NOT EXISTS \
+                 (SELECT 1 FROM {deleted} x WHERE x.\"id\" = staged.\"id\" AND x.{at} >= staged.\"updated_at\")), \
          prior AS (SELECT count(*) FILTER (WHERE t.\"updated_at\" > s.\"updated_at\") AS older \
                    FROM s JOIN {analyst} t ON t.\"id\" = s.\"id\"), \
          up AS (INSERT INTO {analyst} AS t ({cols}) SELECT {cols} FROM s ORDER BY \"id\" \
@@ -650,9 +743,12 @@ fn upsert_statement(schema: &TableSchema, analyst: &str) -> String {
                 WHERE excluded.\"updated_at\" > t.\"updated_at\" \
                    OR (excluded.\"updated_at\" = t.\"updated_at\" AND ({target_row}) IS DISTINCT FROM ({new_row})) \
                 RETURNING (xmax = 0) AS fresh) \
-         SELECT (SELECT count(*) FROM s) AS distinct_ids, (SELECT older FROM prior) AS older, \
+         SELECT (SELECT count(*) FROM staged) AS distinct_ids, (SELECT older FROM prior) AS older, \
+                (SELECT count(*) FROM staged WHERE {op} = '{OP_UPSERT}') - (SELECT count(*) FROM s) AS after_delete, \
                 count(*) FILTER (WHERE fresh) AS inserted, count(*) FILTER (WHERE NOT fresh) AS updated FROM up",
-        stage = quote_ident(STAGE),
+        newest = newest_staged(&cols),
+        op = quote_ident(OP_COLUMN),
+        at = quote_ident(ddl::DELETED_AT_COLUMN),
         set = set.join(", "),
         target_row = target_row.join(", "),
         new_row = new_row.join(", "),
@@ -663,6 +759,10 @@ fn upsert_statement(schema: &TableSchema, analyst: &str) -> String {
 impl Destination for ReplicaDestination {
     fn kind(&self) -> DestinationKind {
         DestinationKind::PostgresReplica
+    }
+
+    fn exports_op(&self) -> bool {
+        true
     }
 
     /// Connects and authenticates, and proves the role can create (or use) the schema,
@@ -770,7 +870,12 @@ impl Destination for ReplicaDestination {
         let _ = conn.close().await;
         let names = table_names(schema);
         let ns = &self.cfg.schema;
-        let unchanged = counts.distinct - counts.inserted - counts.updated - counts.skipped_as_older;
+        let unchanged = counts.distinct
+            - counts.delete_ids
+            - counts.skipped_as_deleted
+            - counts.inserted
+            - counts.updated
+            - counts.skipped_as_older;
         tracing::debug!(
             delivery = %ctx.delivery_id,
             table = %names.analyst,
@@ -797,6 +902,9 @@ impl Destination for ReplicaDestination {
                 "raw_inserted": counts.raw_inserted,
                 "inserted": counts.inserted,
                 "updated": counts.updated,
+                "delete_ids": counts.delete_ids,
+                "deleted": counts.deleted,
+                "skipped_as_deleted": counts.skipped_as_deleted,
                 "unchanged": unchanged,
                 "skipped_as_older": counts.skipped_as_older,
                 "ledger": ledger,
@@ -861,7 +969,15 @@ mod tests {
     #[test]
     fn upsert_never_moves_backwards() {
         let schema = crate::schema::Registry::embedded().get(Table::Events, 1).unwrap();
-        let sql = upsert_statement(&schema, "\"tidemark\".\"events_v1\"");
+        let sql = upsert_statement(
+            &schema,
+            "\"tidemark\".\"events_v1\"",
+            "\"tidemark\".\"events_v1_deleted\"",
+        );
+        assert!(
+            sql.contains("x.\"deleted_at\" >= staged.\"updated_at\""),
+            "a version not newer than a recorded delete is never loaded: {sql}"
+        );
         assert!(sql.contains("ON CONFLICT (\"id\") DO UPDATE"), "{sql}");
         assert!(
             sql.contains("WHERE excluded.\"updated_at\" > t.\"updated_at\""),

@@ -1,9 +1,11 @@
 //! Snowflake names, types and DDL derived from a published schema.
 //!
 //! Per table and major version: `<TABLE>_V<major>_RAW` (every delivered row version, append-only,
-//! plus `_TIDEMARK_DELIVERY_ID` and `_TIDEMARK_LOADED_AT`), `<TABLE>_V<major>` (one row per `ID`,
-//! newest `UPDATED_AT` wins) and the view `<TABLE>_V<major>_LATEST` (the newest version of each
-//! `ID` computed from the raw table, same columns as the analyst table).
+//! plus `_OP` (`U`, or `D` for a delete, docs/DELETES.md; NULL, read as `U`, for rows loaded
+//! before delete capture), `_TIDEMARK_DELIVERY_ID` and `_TIDEMARK_LOADED_AT`), `<TABLE>_V<major>`
+//! (one row per `ID`, newest `UPDATED_AT` wins, a delete removes it) and the view
+//! `<TABLE>_V<major>_LATEST` (the newest version of each `ID` computed from the raw table,
+//! without deleted ids, same columns as the analyst table).
 //!
 //! Identifiers: every name is double-quoted. Names tidemark generates are upper-cased first,
 //! which is how Snowflake resolves an unquoted name, so analysts can write
@@ -11,7 +13,7 @@
 //! (database, schema, stage) follow Snowflake's rule for unquoted identifiers: a plain
 //! identifier (`[A-Za-z_][A-Za-z0-9_$]*`) is upper-cased, anything else is taken verbatim.
 
-use crate::schema::{ColumnType, TableSchema};
+use crate::schema::{ColumnType, OP_COLUMN, OP_DELETE, OP_UPSERT, TableSchema};
 
 /// The raw table's provenance columns (also in the analyst table and the view).
 pub const DELIVERY_ID_COLUMN: &str = "_tidemark_delivery_id";
@@ -131,6 +133,11 @@ fn comment(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// `_op` of a raw row, NULL (loaded before delete capture) read as `U`.
+pub fn op_expression() -> String {
+    format!("COALESCE({}, '{OP_UPSERT}')", ident(OP_COLUMN))
+}
+
 /// The analyst-facing select list over the raw table: jsonb parsed to VARIANT, provenance last.
 pub fn analyst_select_list(schema: &TableSchema) -> Vec<String> {
     let mut cols: Vec<String> = schema
@@ -158,6 +165,8 @@ pub fn create_statements(schema: &TableSchema, location: Option<(&str, &str)>) -
         format!("{} TIMESTAMP_TZ(6) NOT NULL", ident(LOADED_AT_COLUMN)),
     ];
     let mut raw_cols = column_defs(schema, raw_type);
+    // NULL for rows loaded before delete capture: read as U (docs/DELETES.md).
+    raw_cols.push(format!("{} VARCHAR(1)", ident(OP_COLUMN)));
     raw_cols.extend(provenance.iter().cloned());
     let mut analyst_cols = column_defs(schema, analyst_type);
     analyst_cols.extend(provenance.iter().cloned());
@@ -180,13 +189,14 @@ pub fn create_statements(schema: &TableSchema, location: Option<(&str, &str)>) -
         ))
     );
     let latest = format!(
-        "CREATE VIEW IF NOT EXISTS {} AS\nSELECT {}\nFROM {}\nQUALIFY ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {} DESC, {} DESC) = 1",
+        "CREATE VIEW IF NOT EXISTS {} AS\nSELECT {}\nFROM (\n  SELECT *\n  FROM {}\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {} DESC, {op} DESC, {} DESC) = 1\n) AS NEWEST\nWHERE {op} <> '{OP_DELETE}'",
         names.latest,
         analyst_select_list(schema).join(", "),
         names.raw,
         ident("id"),
         ident("updated_at"),
         ident(LOADED_AT_COLUMN),
+        op = op_expression(),
     );
     vec![raw, analyst, latest]
 }

@@ -56,7 +56,7 @@ use crate::control::destinations::DestinationKind;
 use crate::encode::{FileProvenance, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::BatchStream;
-use crate::schema::{Table, TableSchema};
+use crate::schema::{OP_COLUMN, OP_DELETE, OP_UPSERT, Table, TableSchema};
 
 const DEFAULT_STAGE: &str = "TIDEMARK_STAGE";
 
@@ -572,7 +572,11 @@ fn copy_statement(raw: &str, source: &str, purge: bool) -> String {
     )
 }
 
-/// The MERGE of one delivery's raw rows into the analyst table.
+/// The MERGE of one delivery's raw rows into the analyst table: per id the delivery's newest
+/// version (the `U` on an `UPDATED_AT` tie: a delete and a re-insert in one transaction leave
+/// the row); a `D` deletes the analyst row unless that row is newer; a `U` updates a row not
+/// newer than it, and inserts one only when no delete in the raw history is newer (a replayed
+/// older version never resurrects a deleted row).
 pub fn merge_statement(schema: &TableSchema, names: &TableNames, delivery: &str) -> String {
     let mut cols: Vec<String> = schema.columns.iter().map(|c| ident(&c.name)).collect();
     cols.push(ident(DELIVERY_ID_COLUMN));
@@ -586,10 +590,15 @@ pub fn merge_statement(schema: &TableSchema, names: &TableNames, delivery: &str)
         .collect();
     let values: Vec<String> = cols.iter().map(|c| format!("src.{c}")).collect();
     format!(
-        "MERGE INTO {analyst} AS tgt USING (\n  SELECT {select}\n  FROM {raw} WHERE {did} = '{delivery}'\n  \
-         QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {updated} DESC) = 1\n) AS src ON tgt.{id} = src.{id}\n\
-         WHEN MATCHED AND src.{updated} >= tgt.{updated} THEN UPDATE SET {set}\n\
-         WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
+        "MERGE INTO {analyst} AS tgt USING (\n  SELECT v.*, d.{deleted_at} FROM (\n    SELECT {select}, {op} AS {op_name}\n    FROM {raw} WHERE {did} = '{delivery}'\n    \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {updated} DESC, {op} DESC) = 1\n  ) AS v\n  \
+         LEFT JOIN (\n    SELECT {id}, MAX({updated}) AS {deleted_at} FROM {raw}\n    \
+         WHERE {op_name} = '{OP_DELETE}' AND {id} IN (SELECT {id} FROM {raw} WHERE {did} = '{delivery}')\n    GROUP BY {id}\n  ) AS d ON d.{id} = v.{id}\n\
+         ) AS src ON tgt.{id} = src.{id}\n\
+         WHEN MATCHED AND src.{op_name} = '{OP_DELETE}' AND src.{updated} >= tgt.{updated} THEN DELETE\n\
+         WHEN MATCHED AND src.{op_name} = '{OP_UPSERT}' AND src.{updated} >= tgt.{updated} THEN UPDATE SET {set}\n\
+         WHEN NOT MATCHED AND src.{op_name} = '{OP_UPSERT}' AND (src.{deleted_at} IS NULL OR src.{deleted_at} <= src.{updated}) \
+         THEN INSERT ({cols}) VALUES ({values})",
         analyst = names.analyst,
         select = ddl::analyst_select_list(schema).join(", "),
         raw = names.raw,
@@ -597,6 +606,9 @@ pub fn merge_statement(schema: &TableSchema, names: &TableNames, delivery: &str)
         set = set.join(", "),
         cols = cols.join(", "),
         values = values.join(", "),
+        op = ddl::op_expression(),
+        op_name = ident(OP_COLUMN),
+        deleted_at = ident("_tidemark_deleted_at"),
     )
 }
 
@@ -677,9 +689,10 @@ impl serde::Serialize for ObjectStoreJson<'_> {
     }
 }
 
-/// The Parquet schema of a staged file: the published columns plus the provenance columns.
+/// The Parquet schema of a staged file: the published columns, `_op`, then the provenance
+/// columns.
 fn staged_schema(schema: &TableSchema) -> Arc<Schema> {
-    let published = schema.arrow_schema();
+    let published = schema.export_arrow_schema();
     let mut fields: Vec<Field> = published.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(DELIVERY_ID_COLUMN, DataType::Utf8, false));
     fields.push(Field::new(
@@ -706,11 +719,12 @@ async fn write_file(ctx: &DeliveryContext<'_>, batches: &mut BatchStream, path: 
         .await
         .map_err(|e| Error::unexpected(format!("cannot create {}", path.display())).with_source(e))?;
     let mut writer = AsyncArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let export = ctx.schema.export_arrow_schema();
     let delivery = ctx.delivery_id.to_string();
     let loaded_at = Utc::now().timestamp_micros();
     let mut rows = 0u64;
     while let Some(batch) = batches.next().await {
-        let batch = batch?;
+        let batch = crate::extract::with_op_column(batch?, &export)?;
         let n = batch.num_rows();
         if n == 0 {
             continue;
@@ -755,6 +769,11 @@ async fn write_file(ctx: &DeliveryContext<'_>, batches: &mut BatchStream, path: 
 impl Destination for SnowflakeDestination {
     fn kind(&self) -> DestinationKind {
         DestinationKind::Snowflake
+    }
+
+    /// Deletes land in the raw table as `_OP = 'D'` rows; the MERGE applies them.
+    fn exports_op(&self) -> bool {
+        true
     }
 
     async fn check(&self) -> Result<()> {
@@ -874,8 +893,16 @@ mod tests {
         let sql = merge_statement(&s, &names, "d-1");
         assert!(sql.contains("WHERE \"_TIDEMARK_DELIVERY_ID\" = 'd-1'"), "{sql}");
         assert!(
-            sql.contains("WHEN MATCHED AND src.\"UPDATED_AT\" >= tgt.\"UPDATED_AT\" THEN UPDATE"),
+            sql.contains("WHEN MATCHED AND src.\"_OP\" = 'U' AND src.\"UPDATED_AT\" >= tgt.\"UPDATED_AT\" THEN UPDATE"),
             "{sql}"
+        );
+        assert!(
+            sql.contains("WHEN MATCHED AND src.\"_OP\" = 'D' AND src.\"UPDATED_AT\" >= tgt.\"UPDATED_AT\" THEN DELETE"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WHEN NOT MATCHED AND src.\"_OP\" = 'U' AND (src.\"_TIDEMARK_DELETED_AT\" IS NULL OR src.\"_TIDEMARK_DELETED_AT\" <= src.\"UPDATED_AT\")"),
+            "an older version never resurrects a deleted id: {sql}"
         );
         assert!(sql.contains("PARSE_JSON(\"DETAILS\") AS \"DETAILS\""), "{sql}");
         assert!(!sql.contains("SET \"ID\" ="), "{sql}");
