@@ -81,9 +81,15 @@ pub fn op_column_definition() -> String {
     )
 }
 
-/// The published columns, quoted, in order: `"id", "organization_id", …`.
+/// The published columns, quoted, in order: `"id", "organization_id", …`. Names only: a
+/// derived column (a v2 expression over the source row) is a plain column in the replica.
 pub fn column_list(schema: &TableSchema) -> String {
-    schema.select_list()
+    schema
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One table's replica DDL, per object, so setup can create exactly what is missing (and
@@ -260,6 +266,22 @@ pub fn control_statements(namespace: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::schema::{Registry, Table};
+
+    #[test]
+    fn column_lists_name_derived_columns_without_their_expressions() {
+        let reg = Registry::embedded();
+        let findings = reg.get(Table::Findings, 2).unwrap();
+        assert!(
+            findings.derived_columns().next().is_some(),
+            "findings v2 has derived columns"
+        );
+        let expected: Vec<String> = findings.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        assert_eq!(column_list(&findings), expected.join(", "));
+        let sql = create_statements(&findings, "tidemark", true).join(";\n");
+        for c in findings.derived_columns() {
+            assert!(!sql.contains(c.expression.as_deref().unwrap()), "{sql}");
+        }
+    }
 
     #[test]
     fn ddl_quotes_identifiers_and_maps_types_natively() {
