@@ -1055,59 +1055,7 @@ async fn a_delete_leaves_the_analyst_table_and_an_older_version_never_resurrects
     assert!(first.iter().all(|o| o.status == "delivered"), "{first:#?}");
 
     // X is deleted; Y is deleted and re-inserted by one transaction (a tie on updated_at).
-    let (x, x_updated_at): (Uuid, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as("SELECT id, updated_at FROM events WHERE organization_id = $1 ORDER BY updated_at, id LIMIT 1")
-            .bind(org)
-            .fetch_one(&env.control)
-            .await
-            .unwrap();
-    let y: Uuid =
-        sqlx::query_scalar("SELECT id FROM events WHERE organization_id = $1 ORDER BY updated_at DESC, id LIMIT 1")
-            .bind(org)
-            .fetch_one(&env.control)
-            .await
-            .unwrap();
-    sqlx::raw_sql("CREATE TABLE kept_events AS SELECT * FROM events WHERE false")
-        .execute(&env.control)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO kept_events SELECT * FROM events WHERE id = $1")
-        .bind(x)
-        .execute(&env.control)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM events WHERE id = $1")
-        .bind(x)
-        .execute(&env.control)
-        .await
-        .unwrap();
-    let mut tx = env.control.begin().await.unwrap();
-    sqlx::query("CREATE TEMP TABLE y ON COMMIT DROP AS SELECT * FROM events WHERE id = $1")
-        .bind(y)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM events WHERE id = $1")
-        .bind(y)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO events SELECT * FROM y")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    sqlx::query("UPDATE warehouse_destinations SET window_seconds = 1 WHERE id = $1")
-        .bind(dest.id)
-        .execute(&env.control)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let second = env.run_until_idle(fast_options()).await;
-    assert!(
-        !second.is_empty() && second.iter().all(|o| o.status == "delivered"),
-        "{second:#?}"
-    );
+    let DeleteScenario { x, x_updated_at, y, .. } = env.delete_x_and_reinsert_y(org, dest.id).await;
     let in_table = |relation: &str, id: Uuid| {
         emu.count(&format!(
             "SELECT count(*) FROM `tidemark`.`{relation}` WHERE id = '{id}'"

@@ -57,21 +57,16 @@ async fn a_rewind_redelivers_without_duplicates_and_refuses_what_is_unsafe() {
         "{in_range} of {all} windows after {from}"
     );
 
+    let from_arg = from.to_rfc3339();
+    let rewind = |extra: &[&str]| {
+        env.cli()
+            .args(["destination", "rewind", "p", "--table", "events", "--from", &from_arg])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
     // Dry run: reports, changes nothing.
-    let out = env
-        .cli()
-        .args([
-            "destination",
-            "rewind",
-            "p",
-            "--table",
-            "events",
-            "--from",
-            &from.to_rfc3339(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = rewind(&["--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = json(&out);
     assert_eq!(report["rewind"]["executed"], false);
@@ -87,20 +82,7 @@ async fn a_rewind_redelivers_without_duplicates_and_refuses_what_is_unsafe() {
     .execute(&env.control)
     .await
     .unwrap();
-    let out = env
-        .cli()
-        .args([
-            "destination",
-            "rewind",
-            "p",
-            "--table",
-            "events",
-            "--from",
-            &from.to_rfc3339(),
-            "--execute",
-        ])
-        .output()
-        .unwrap();
+    let out = rewind(&["--execute"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("being delivered right now"), "{}", stderr(&out));
     assert_eq!(env.count(delivered).await, all - 1);
@@ -112,20 +94,7 @@ async fn a_rewind_redelivers_without_duplicates_and_refuses_what_is_unsafe() {
     .unwrap();
 
     // The rewind: the range goes back into the queue and the watermark moves back to it.
-    let out = env
-        .cli()
-        .args([
-            "destination",
-            "rewind",
-            "p",
-            "--table",
-            "events",
-            "--from",
-            &from.to_rfc3339(),
-            "--execute",
-        ])
-        .output()
-        .unwrap();
+    let out = rewind(&["--execute"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -190,20 +159,7 @@ async fn a_rewind_redelivers_without_duplicates_and_refuses_what_is_unsafe() {
     assert!(out.status.success(), "{}", stderr(&out));
     let archived = env.count("SELECT count(*) FROM cold_storage_archive").await;
     assert!(archived > 0, "the pass archived rows");
-    let out = env
-        .cli()
-        .args([
-            "destination",
-            "rewind",
-            "p",
-            "--table",
-            "events",
-            "--from",
-            &from.to_rfc3339(),
-            "--execute",
-        ])
-        .output()
-        .unwrap();
+    let out = rewind(&["--execute"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("prove archived rows"), "{}", stderr(&out));
     assert_eq!(env.count(delivered).await, all, "nothing re-queued");

@@ -937,18 +937,12 @@ async fn a_delete_removes_the_row_and_a_replayed_older_version_never_resurrects_
     assert!(first.iter().all(|o| o.status == "delivered"), "{first:#?}");
 
     // X is deleted; Y is deleted and re-inserted by one transaction (a tie on updated_at).
-    let (x, x_updated_at): (Uuid, DateTime<Utc>) =
-        sqlx::query_as("SELECT id, updated_at FROM events WHERE organization_id = $1 ORDER BY updated_at, id LIMIT 1")
-            .bind(org)
-            .fetch_one(&env.control)
-            .await
-            .unwrap();
-    let y: Uuid =
-        sqlx::query_scalar("SELECT id FROM events WHERE organization_id = $1 ORDER BY updated_at DESC, id LIMIT 1")
-            .bind(org)
-            .fetch_one(&env.control)
-            .await
-            .unwrap();
+    let DeleteScenario {
+        x,
+        x_updated_at,
+        y,
+        outcomes: second,
+    } = env.delete_x_and_reinsert_y(org, dest.id).await;
     let x_delivery: Uuid = sqlx::query_scalar(
         "SELECT id FROM warehouse_deliveries WHERE destination_id = $1 AND watermark_start <= $2 AND watermark_end > $2",
     )
@@ -957,47 +951,6 @@ async fn a_delete_removes_the_row_and_a_replayed_older_version_never_resurrects_
     .fetch_one(&env.control)
     .await
     .unwrap();
-    sqlx::raw_sql("CREATE TABLE kept_events AS SELECT * FROM events WHERE false")
-        .execute(&env.control)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO kept_events SELECT * FROM events WHERE id = $1")
-        .bind(x)
-        .execute(&env.control)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM events WHERE id = $1")
-        .bind(x)
-        .execute(&env.control)
-        .await
-        .unwrap();
-    let mut tx = env.control.begin().await.unwrap();
-    sqlx::query("CREATE TEMP TABLE y ON COMMIT DROP AS SELECT * FROM events WHERE id = $1")
-        .bind(y)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM events WHERE id = $1")
-        .bind(y)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO events SELECT * FROM y")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    sqlx::query("UPDATE warehouse_destinations SET window_seconds = 1 WHERE id = $1")
-        .bind(dest.id)
-        .execute(&env.control)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let second = env.run_until_idle(fast_options()).await;
-    assert!(
-        !second.is_empty() && second.iter().all(|o| o.status == "delivered"),
-        "{second:#?}"
-    );
     let source = source_rows(&env, Table::Events, org).await;
     assert!(!source.iter().any(|(i, _)| *i == x));
     assert!(source.iter().any(|(i, _)| *i == y));

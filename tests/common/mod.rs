@@ -185,6 +185,70 @@ impl Env {
             .unwrap()
     }
 
+    /// The delete scenario every warehouse kind's delete test runs: X (the oldest event of
+    /// `org`) is deleted, its last row kept in table `kept_events` so a test can replay it;
+    /// Y (the newest) is deleted and re-inserted by one transaction (a tie on `updated_at`).
+    /// The destination's window then shrinks to 1 s, so the deletes' windows close at once,
+    /// and everything due is delivered (every outcome must be `delivered`).
+    pub async fn delete_x_and_reinsert_y(&self, org: Uuid, destination_id: Uuid) -> DeleteScenario {
+        let (x, x_updated_at): (Uuid, DateTime<Utc>) = sqlx::query_as(
+            "SELECT id, updated_at FROM events WHERE organization_id = $1 ORDER BY updated_at, id LIMIT 1",
+        )
+        .bind(org)
+        .fetch_one(&self.control)
+        .await
+        .unwrap();
+        let y: Uuid =
+            sqlx::query_scalar("SELECT id FROM events WHERE organization_id = $1 ORDER BY updated_at DESC, id LIMIT 1")
+                .bind(org)
+                .fetch_one(&self.control)
+                .await
+                .unwrap();
+        sqlx::raw_sql("CREATE TABLE kept_events AS SELECT * FROM events WHERE false")
+            .execute(&self.control)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO kept_events SELECT * FROM events WHERE id = $1")
+            .bind(x)
+            .execute(&self.control)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM events WHERE id = $1")
+            .bind(x)
+            .execute(&self.control)
+            .await
+            .unwrap();
+        let mut tx = self.control.begin().await.unwrap();
+        for sql in [
+            "CREATE TEMP TABLE y ON COMMIT DROP AS SELECT * FROM events WHERE id = $1",
+            "DELETE FROM events WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(y).execute(&mut *tx).await.unwrap();
+        }
+        sqlx::query("INSERT INTO events SELECT * FROM y")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        sqlx::query("UPDATE warehouse_destinations SET window_seconds = 1 WHERE id = $1")
+            .bind(destination_id)
+            .execute(&self.control)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let second = self.run_until_idle(fast_options()).await;
+        assert!(
+            !second.is_empty() && second.iter().all(|o| o.status == "delivered"),
+            "{second:#?}"
+        );
+        DeleteScenario {
+            x,
+            x_updated_at,
+            y,
+            outcomes: second,
+        }
+    }
+
     /// `tidemark` CLI against this environment.
     pub fn cli(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tidemark"));
@@ -197,6 +261,17 @@ impl Env {
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.control).await.unwrap()
     }
+}
+
+/// What [`Env::delete_x_and_reinsert_y`] did.
+pub struct DeleteScenario {
+    /// Deleted; its last row is in `kept_events`.
+    pub x: Uuid,
+    pub x_updated_at: DateTime<Utc>,
+    /// Deleted and re-inserted in one transaction.
+    pub y: Uuid,
+    /// The run that delivered the deletes.
+    pub outcomes: Vec<Outcome>,
 }
 
 pub fn fast_options() -> WorkerOptions {
