@@ -77,6 +77,7 @@ async fn main() {
             rows,
             days,
             end: Utc::now() - Duration::days(1),
+            only_events: false,
         },
     )
     .await

@@ -111,6 +111,7 @@ async fn main() {
             rows,
             days: 30,
             end: Utc::now() - Duration::days(2),
+            only_events: false,
         },
     )
     .await

@@ -521,3 +521,61 @@ fn demo_refuses_a_window_that_does_not_divide_a_day_before_doing_anything() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_only_events_writes_the_same_events_and_nothing_else() {
+    // A full run (Env::start) and an --only-events run into a second database of the same
+    // cluster, same seed and shape: events must be byte-identical, the other tables empty.
+    let Some(env) = Env::start(2_000, 1).await else {
+        return;
+    };
+    let other = env.pg.create_database("only_events").await.unwrap();
+    let end = data_end().to_rfc3339();
+    let run = |args: &[&str]| {
+        let o = env
+            .cli()
+            .env("TIDEMARK_DATABASE_URL", &other)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "tidemark {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(&["reference", "install"]);
+    let said = run(&[
+        "reference",
+        "generate",
+        "--seed",
+        "7",
+        "--orgs",
+        "3",
+        "--rows",
+        "2000",
+        "--days",
+        "1",
+        "--end",
+        &end,
+        "--only-events",
+    ]);
+    assert!(said.contains("no rows in the other tables"), "{said}");
+    let pool = tidemark::control::connect(&other, tidemark::control::APP_CONTROL, 2)
+        .await
+        .unwrap();
+    let digest = "SELECT count(*)::text || ':' || md5(string_agg(e::text, '|' ORDER BY id)) FROM events e";
+    let full: String = sqlx::query_scalar(digest).fetch_one(&env.control).await.unwrap();
+    let only: String = sqlx::query_scalar(digest).fetch_one(&pool).await.unwrap();
+    assert!(full.starts_with("2000:"), "{full}");
+    assert_eq!(only, full, "--only-events must write the very same events rows");
+    for table in Table::ALL.into_iter().filter(|t| *t != Table::Events) {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.name()))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} must be empty with --only-events");
+        let full_n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.name()))
+            .fetch_one(&env.control)
+            .await
+            .unwrap();
+        assert!(full_n > 0, "{table} is generated without --only-events");
+    }
+}

@@ -635,6 +635,7 @@ async fn migration_0003_keeps_existing_deliveries_and_watermarks_as_version_1() 
             rows: 1_000,
             days: 1,
             end: data_end(),
+            only_events: false,
         },
     )
     .await

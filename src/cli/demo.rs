@@ -123,6 +123,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
             rows: args.rows,
             days: args.days,
             end,
+            only_events: false,
         },
     )
     .await?;

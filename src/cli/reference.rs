@@ -28,6 +28,10 @@ pub enum ReferenceCommand {
         /// End of the generated history (RFC 3339 or date); default: the last full hour minus one hour.
         #[arg(long, value_parser = parse_instant)]
         end: Option<chrono::DateTime<chrono::Utc>>,
+        /// Write `organizations` and `events` only (the same events rows as a full run): for
+        /// large benchmarks, where the other nine tables would only take disk.
+        #[arg(long)]
+        only_events: bool,
     },
     /// Start a throwaway PostgreSQL cluster, print its URL on stdout, and keep it until
     /// interrupted (SIGINT/SIGTERM). For benchmarks and manual experiments.
@@ -52,6 +56,7 @@ pub async fn run(ctx: &Context, cmd: ReferenceCommand) -> Result<u8> {
             rows,
             days,
             end,
+            only_events,
         } => {
             let pool = control::connect(ctx.database_url()?, APP_CONTROL, 1).await?;
             let end =
@@ -65,11 +70,17 @@ pub async fn run(ctx: &Context, cmd: ReferenceCommand) -> Result<u8> {
                     rows,
                     days,
                     end,
+                    only_events,
                 },
             )
             .await?;
+            let others = if only_events {
+                "no rows in the other tables"
+            } else {
+                "proportional rows in the other tables"
+            };
             println!(
-                "generated {rows} events (and proportional rows in the other tables) for {orgs} organizations over {days} days ending {end} in {:.1}s",
+                "generated {rows} events ({others}) for {orgs} organizations over {days} days ending {end} in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
             Ok(0)

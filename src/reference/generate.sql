@@ -1,7 +1,12 @@
 -- tidemark reference data generator: deterministic synthetic data for the reference schema
 -- (schema.sql). Load schema.sql first, then this file, then:
 --
---     SELECT tidemark_ref_generate(p_seed, p_orgs, p_rows, p_days, p_end);
+--     SELECT tidemark_ref_generate(p_seed, p_orgs, p_rows, p_days, p_end [, p_only_events]);
+--
+-- p_only_events (default false) writes organizations and events only: the other tables' row
+-- counts still shape the references events carry (identity_id, asset_id), so the events rows are
+-- byte-identical to a full run; used by the large benchmarks, where the other tables would only
+-- take disk.
 --
 -- Determinism: every value is a pure function of (p_seed, p_orgs, p_rows, p_days, p_end, table,
 -- row number). uuids are md5(...)::uuid, everything else comes from hashint8extended() (the
@@ -141,8 +146,10 @@ AS $$ SELECT CASE
 -- ---------------------------------------------------------------------------------------------
 -- The generator.
 -- ---------------------------------------------------------------------------------------------
+DROP FUNCTION IF EXISTS tidemark_ref_generate(int, int, bigint, int, timestamptz);
 CREATE OR REPLACE FUNCTION tidemark_ref_generate(
-    p_seed int, p_orgs int, p_rows bigint, p_days int, p_end timestamptz)
+    p_seed int, p_orgs int, p_rows bigint, p_days int, p_end timestamptz,
+    p_only_events boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SET session_replication_role = replica
@@ -166,7 +173,7 @@ DECLARE
     v_back_ev bigint; v_back_fi bigint;
     v_t0 timestamptz := clock_timestamp();
 BEGIN
-    IF p_seed IS NULL OR p_orgs IS NULL OR p_rows IS NULL OR p_days IS NULL OR p_end IS NULL THEN
+    IF p_seed IS NULL OR p_orgs IS NULL OR p_only_events IS NULL OR p_rows IS NULL OR p_days IS NULL OR p_end IS NULL THEN
         RAISE EXCEPTION 'tidemark_ref_generate: arguments must not be NULL';
     END IF;
     IF p_orgs < 1 OR p_orgs > 2000 THEN
@@ -236,6 +243,7 @@ BEGIN
     END IF;
 
     -- identities (table 8) ----------------------------------------------------------------------
+    IF NOT p_only_events THEN
     INSERT INTO identities (id, organization_id, email, display_name, provider, external_id,
                             mfa_enabled, roles, department, risk_level, disabled, last_login_at,
                             last_login_ip, created_at, updated_at)
@@ -274,8 +282,10 @@ BEGIN
                       FROM (SELECT generate_series(0::bigint, n_id - 1) AS r) AS g
                     OFFSET 0) AS a
             OFFSET 0) AS b;
+    END IF;
 
     -- assets (table 9) --------------------------------------------------------------------------
+    IF NOT p_only_events THEN
     INSERT INTO assets (id, organization_id, hostname, asset_type, ip, os, os_version,
                         owner_identity_id, criticality, internet_exposed, tags, first_seen,
                         last_seen_at, created_at, updated_at)
@@ -313,6 +323,7 @@ BEGIN
                       FROM (SELECT generate_series(0::bigint, n_as - 1) AS r) AS g
                     OFFSET 0) AS a
             OFFSET 0) AS b;
+    END IF;
 
     -- events (table 1) --------------------------------------------------------------------------
     INSERT INTO events (id, organization_id, source, event_type, severity, actor_ip, identity_id,
@@ -416,6 +427,7 @@ BEGIN
     -- (log-uniform from 5 minutes to 60 days / (1 + 2 * severity), squeezed into the range).
     -- Findings whose identity has the "risky" trait (shared with oauth_grants, whose scopes it
     -- skews to admin) escalate more often.
+    IF NOT p_only_events THEN
     INSERT INTO findings (id, organization_id, rule_id, event_id, asset_id, identity_id, title,
                           severity, status, cvss, escalated, details, resolved_at, due_on,
                           created_at, updated_at)
@@ -492,8 +504,10 @@ BEGIN
                             OFFSET 0) AS a
                     OFFSET 0) AS b
             OFFSET 0) AS c;
+    END IF;
 
     -- rule_runs (table 3) -----------------------------------------------------------------------
+    IF NOT p_only_events THEN
     INSERT INTO rule_runs (id, organization_id, rule_id, rule_version, trigger_kind, status,
                            started_at, finished_at, duration_ms, matched_count, scanned_rows,
                            cpu_seconds, error, created_at, updated_at)
@@ -535,8 +549,10 @@ BEGIN
                       FROM (SELECT generate_series(0::bigint, n_rr - 1) AS r) AS g
                     OFFSET 0) AS a
             OFFSET 0) AS b;
+    END IF;
 
     -- siem_deliveries (table 4) -----------------------------------------------------------------
+    IF NOT p_only_events THEN
     INSERT INTO siem_deliveries (id, organization_id, event_id, target, endpoint, attempt,
                                  http_status, latency_ms, delivered, batch_size, payload_bytes,
                                  ingest_cost_usd, response, next_retry_at, created_at, updated_at)
@@ -589,8 +605,10 @@ BEGIN
                             OFFSET 0) AS a0
                     OFFSET 0) AS a
             OFFSET 0) AS b;
+    END IF;
 
     -- workflow_deliveries (table 5) -------------------------------------------------------------
+    IF NOT p_only_events THEN
     INSERT INTO workflow_deliveries (id, organization_id, finding_id, workflow, action, attempt,
                                      http_status, latency_ms, delivered, external_ref, request,
                                      response, created_at, updated_at)
@@ -644,8 +662,10 @@ BEGIN
                             OFFSET 0) AS a0
                     OFFSET 0) AS a
             OFFSET 0) AS b;
+    END IF;
 
     -- audit_log (table 6) -----------------------------------------------------------------------
+    IF NOT p_only_events THEN
     INSERT INTO audit_log (id, organization_id, actor_id, actor_type, action, target_type,
                            target_id, ip, user_agent, success, metadata, occurred_at, created_at,
                            updated_at)
@@ -702,10 +722,12 @@ BEGIN
                       FROM (SELECT generate_series(0::bigint, n_al - 1) AS r) AS g
                     OFFSET 0) AS a
             OFFSET 0) AS b;
+    END IF;
 
     -- oauth_grants (table 7) --------------------------------------------------------------------
     -- The organization comes from the granting identity. Identities with the "risky" trait get
     -- admin-level scopes far more often, and their findings escalate more often (see findings).
+    IF NOT p_only_events THEN
     INSERT INTO oauth_grants (id, organization_id, identity_id, client_id, client_name, scopes,
                               granted_at, expires_at, revoked, revoked_at, last_used_at,
                               use_count, grant_ip, created_at, updated_at)
@@ -750,10 +772,12 @@ BEGIN
                             OFFSET 0) AS a
                     OFFSET 0) AS b
             OFFSET 0) AS c;
+    END IF;
 
     -- baseline_scores (table 10) ----------------------------------------------------------------
     -- Score = per (organization, framework) base + per-organization linear trend over the range
     -- + noise, so cross-organization trends are visible.
+    IF NOT p_only_events THEN
     INSERT INTO baseline_scores (id, organization_id, asset_id, framework, control_id,
                                  control_title, score, score_delta, passed, weight, measured_on,
                                  evidence, created_at, updated_at)
@@ -817,6 +841,7 @@ BEGIN
                             OFFSET 0) AS a0
                     OFFSET 0) AS a
             OFFSET 0) AS b;
+    END IF;
 
     ANALYZE organizations, events, findings, rule_runs, siem_deliveries, workflow_deliveries,
             audit_log, oauth_grants, identities, assets, baseline_scores;

@@ -28,15 +28,19 @@ pub struct GenerateSpec {
     pub days: i32,
     /// Rows are spread over `[end - days, end)`.
     pub end: DateTime<Utc>,
+    /// Write `organizations` and `events` only (the same events rows as a full run); for
+    /// benchmarks at sizes where the other tables would only take disk.
+    pub only_events: bool,
 }
 
 pub async fn generate(pool: &PgPool, spec: &GenerateSpec) -> Result<()> {
-    sqlx::query("SELECT tidemark_ref_generate($1, $2, $3, $4, $5)")
+    sqlx::query("SELECT tidemark_ref_generate($1, $2, $3, $4, $5, $6)")
         .bind(spec.seed)
         .bind(spec.organizations)
         .bind(spec.rows)
         .bind(spec.days)
         .bind(spec.end)
+        .bind(spec.only_events)
         .execute(pool)
         .await?;
     Ok(())

@@ -84,6 +84,7 @@ impl Env {
                 rows,
                 days,
                 end: data_end(),
+                only_events: false,
             },
         )
         .await
