@@ -42,7 +42,14 @@ struct Fakesnow {
 }
 
 impl Fakesnow {
+    /// Internal stages emulate Snowflake's default, client-side encryption (SNOWFLAKE_FULL).
     fn start() -> Option<Fakesnow> {
+        Fakesnow::start_with("full")
+    }
+
+    /// `stage_encryption`: `full` (PUT hands out encryption material, uploads must be
+    /// encrypted) or `sse` (uploads pass through plain); see tests/py/fakesnow_auth.py.
+    fn start_with(stage_encryption: &str) -> Option<Fakesnow> {
         let py = match std::env::var("TIDEMARK_FAKESNOW") {
             Ok(p) if Path::new(&p).is_file() => p,
             _ => {
@@ -68,6 +75,7 @@ impl Fakesnow {
             ])
             .args(["--password-env", PASSWORD_VAR, "--public-key"])
             .arg(repo().join("tests/fixtures/snowflake_test_key.pub"))
+            .args(["--stage-encryption", stage_encryption])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -87,6 +95,16 @@ impl Fakesnow {
 
     fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The gate's counters: `{"logins": {...}, "uploads": {"decrypted", "refused", "plain"}}`.
+    async fn stats(&self) -> Value {
+        reqwest::get(format!("{}/tidemark-test/stats", self.base_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Runs statements with the official Python connector; the last one's result.
@@ -707,6 +725,41 @@ async fn a_delivery_loaded_twice_leaves_one_copy_and_an_older_version_never_wins
     assert_eq!(r, vec![vec![Some(want)]]);
 }
 
+/// Snowflake's default internal stage (SNOWFLAKE_FULL) takes only client-side encrypted files:
+/// the gate issues encryption material with the PUT and decrypts each upload with the Python
+/// connector's own code before fakesnow stores it; an SSE stage takes the file as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_stage_uploads_are_encrypted_for_full_stages_and_plain_for_sse_ones() {
+    let rows = vec![event(1, "2026-10-01T00:05:00Z"), event(2, "2026-10-01T00:06:00Z")];
+    for (mode, encrypted) in [("full", true), ("sse", false)] {
+        let Some(sf) = Fakesnow::start_with(mode) else { return };
+        let d = Direct::new(&sf.config());
+        let receipt = d.deliver(Table::Events, Uuid::new_v4(), &rows).await.unwrap();
+        assert_eq!(
+            receipt["staged"]["client_side_encrypted"], encrypted,
+            "{mode}: {receipt:#}"
+        );
+        assert_eq!(receipt["copy"]["files"][0]["rows_loaded"], "2", "{mode}: {receipt:#}");
+        let stats = sf.stats().await;
+        let uploads = &stats["uploads"];
+        assert_eq!(uploads["refused"], 0, "{mode}: {stats}");
+        assert_eq!(uploads["decrypted"], if encrypted { 1 } else { 0 }, "{mode}: {stats}");
+        assert_eq!(uploads["plain"], if encrypted { 0 } else { 1 }, "{mode}: {stats}");
+        // What COPY read is the plaintext Parquet: the rows are there, equal to the source.
+        let got = sf.rows(&format!(
+            "SELECT \"ID\", \"SOURCE\" FROM {DATABASE}.{SCHEMA}.EVENTS_V1 ORDER BY \"ID\""
+        ));
+        assert_eq!(
+            got,
+            vec![
+                vec![Some(uuid(1)), Some("edr".to_string())],
+                vec![Some(uuid(2)), Some("edr".to_string())]
+            ],
+            "{mode}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_and_key_pair_logins_are_checked_and_failures_classified() {
     let Some(sf) = Fakesnow::start() else { return };
@@ -925,7 +978,7 @@ async fn s3_stage_info_uploads_with_its_temporary_credentials() {
         "endPoint": moto.endpoint(), "isClientSideEncrypted": false,
         "creds": {"AWS_KEY_ID": "test", "AWS_SECRET_KEY": "test", "AWS_TOKEN": "session-token"},
     });
-    let url = tidemark::deliver::snowflake::upload_s3_stage(&info, &local, "ZGlnZXN0", true)
+    let url = tidemark::deliver::snowflake::upload_s3_stage(&info, &local, "ZGlnZXN0", None, true)
         .await
         .unwrap();
     assert_eq!(url, "s3://sfc-stage/tidemark/stages/abc/events_x.parquet");
@@ -942,6 +995,75 @@ async fn s3_stage_info_uploads_with_its_temporary_credentials() {
         "PAR1 not really parquet PAR1 ZGlnZXN0",
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client-side encrypted S3 internal stage (AWS accounts' default): the object on S3 is the
+/// encrypted file with the drivers' metadata (`x-amz-key`, `x-amz-iv`, `x-amz-matdesc`,
+/// `sfc-digest` of the plaintext); the Python connector's own `decrypt_stream` gets the
+/// plaintext back from what moto stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stage_uploads_are_encrypted_with_the_puts_material() {
+    use base64::Engine;
+    use sha2::Digest;
+    use tidemark::deliver::snowflake::encryption::EncryptionMaterial;
+    let Some(moto) = Moto::start() else { return };
+    let Ok(fakesnow_py) = std::env::var("TIDEMARK_FAKESNOW") else {
+        skip("TIDEMARK_FAKESNOW (the venv with the Snowflake connector) is not set");
+        return;
+    };
+    moto.create_bucket("sfc-stage");
+    let dir = tempfile::tempdir().unwrap();
+    let plain: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let local = dir.path().join("plain").join("events_y.parquet");
+    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+    std::fs::write(&local, &plain).unwrap();
+    let digest = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&plain));
+    let master = base64::engine::general_purpose::STANDARD.encode([42u8; 16]);
+    let put = json!({"encryptionMaterial": {"queryStageMasterKey": master, "queryId": "01bf-put", "smkId": 8_112_233}});
+    let material = EncryptionMaterial::from_put_response(&put).unwrap().unwrap();
+    let encrypted = dir.path().join("events_y.parquet");
+    let (meta, size) = material.encrypt_file(&local, &encrypted).unwrap();
+    assert_eq!(size, 100_000 / 16 * 16 + 16);
+    let info = json!({
+        "locationType": "S3", "location": "sfc-stage/stages/enc/", "region": "us-east-1",
+        "endPoint": moto.endpoint(), "isClientSideEncrypted": true,
+        "creds": {"AWS_KEY_ID": "test", "AWS_SECRET_KEY": "test"},
+    });
+    tidemark::deliver::snowflake::upload_s3_stage(&info, &encrypted, &digest, Some(&meta), true)
+        .await
+        .unwrap();
+    let out_path = dir.path().join("decrypted");
+    let script = r#"
+import io, sys, boto3
+from snowflake.connector.constants import EncryptionMetadata
+from snowflake.connector.encryption_util import SnowflakeEncryptionUtil
+from snowflake.connector.storage_client import SnowflakeFileEncryptionMaterial
+endpoint, master, out = sys.argv[1:4]
+o = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").get_object(Bucket="sfc-stage", Key="stages/enc/events_y.parquet")
+m = o["Metadata"]
+meta = EncryptionMetadata(key=m["x-amz-key"], iv=m["x-amz-iv"], matdesc=m["x-amz-matdesc"])
+material = SnowflakeFileEncryptionMaterial(query_stage_master_key=master, query_id="01bf-put", smk_id=8112233)
+buf = io.BytesIO()
+SnowflakeEncryptionUtil.decrypt_stream(meta, material, io.BytesIO(o["Body"].read()), buf)
+open(out, "wb").write(buf.getvalue())
+print(m["x-amz-matdesc"], m["sfc-digest"])
+"#;
+    let out = Command::new(fakesnow_py)
+        .args(["-c", script, &moto.endpoint(), &master])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!(r#"{{"queryId":"01bf-put","smkId":"8112233","keySize":"128"}} {digest}"#)
+    );
+    assert_eq!(
+        std::fs::read(&out_path).unwrap(),
+        plain,
+        "the connector decrypts the plaintext back"
     );
 }
 

@@ -37,3 +37,41 @@ pub struct ObjectStoreConfig {
     #[serde(default)]
     pub max_retries: Option<usize>,
 }
+
+impl ObjectStoreConfig {
+    /// The JSON shape this was parsed from (it holds only references, never secrets), for
+    /// adapters that embed an object store configuration and build it as a `PARQUET_S3` one.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("url".into(), self.url.clone().into());
+        if let Some(v) = &self.endpoint {
+            m.insert("endpoint".into(), v.clone().into());
+        }
+        if let Some(v) = &self.region {
+            m.insert("region".into(), v.clone().into());
+        }
+        m.insert("allow_http".into(), self.allow_http.into());
+        if let Some(v) = self.path_style {
+            m.insert("path_style".into(), v.into());
+        }
+        for (k, v) in [
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+            ("session_token", &self.session_token),
+        ] {
+            if let Some(r) = v {
+                m.insert(
+                    k.into(),
+                    serde_json::to_value(r).expect("a secret reference serialises"),
+                );
+            }
+        }
+        if let Some(v) = self.request_timeout_seconds {
+            m.insert("request_timeout_seconds".into(), v.into());
+        }
+        if let Some(v) = self.max_retries {
+            m.insert("max_retries".into(), v.into());
+        }
+        serde_json::Value::Object(m)
+    }
+}

@@ -83,6 +83,50 @@ pub fn classify(what: &str, e: object_store::Error) -> Error {
     Error::new(kind, what.to_string()).with_source(e)
 }
 
+/// Uploads a local file to `key` with `attributes` (multipart above [`UPLOAD_BUFFER`], at most
+/// [`UPLOAD_CONCURRENCY`] parts in flight, so memory stays bounded whatever the file's size);
+/// an upload that fails is aborted, leaving nothing under the key. `what` names the target in
+/// errors. Used by the warehouse adapters that stage files on the customer's S3.
+pub async fn upload_file(
+    store: &Arc<dyn ObjectStore>,
+    key: &Path,
+    local: &std::path::Path,
+    attributes: object_store::Attributes,
+    what: &str,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut upload = BufWriter::with_capacity(store.clone(), key.clone(), UPLOAD_BUFFER)
+        .with_max_concurrency(UPLOAD_CONCURRENCY)
+        .with_attributes(attributes);
+    let mut f = tokio::fs::File::open(local)
+        .await
+        .map_err(|e| Error::unexpected("cannot reopen the encoded file to upload it").with_source(e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match f.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = upload.abort().await;
+                return Err(Error::unexpected("cannot read the encoded file to upload it").with_source(e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = upload.put(Bytes::copy_from_slice(&buf[..n])).await {
+            let _ = upload.abort().await;
+            return Err(classify(what, e));
+        }
+    }
+    tokio::io::AsyncWriteExt::shutdown(&mut upload).await.map_err(|e| {
+        Error::new(
+            ErrorKind::DestinationTransient,
+            format!("completing the upload: {what}"),
+        )
+        .with_source(e)
+    })
+}
+
 impl ObjectDestination {
     pub fn from_config(kind: DestinationKind, format: Format, config: &serde_json::Value) -> Result<ObjectDestination> {
         let cfg: ObjectStoreConfig = serde_json::from_value(config.clone())

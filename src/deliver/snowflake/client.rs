@@ -286,7 +286,15 @@ impl Client {
     }
 
     /// Uploads a local file to a presigned URL (the GCS form of a PUT's `stageInfo`).
-    pub async fn upload_presigned(&self, url: &str, path: &std::path::Path, sha256_b64: &str) -> Result<()> {
+    /// For a client-side encrypted stage, `path` is the encrypted file and `encryption` goes into
+    /// the `x-goog-meta-encryptiondata` and `x-goog-meta-matdesc` headers, as the drivers send them.
+    pub async fn upload_presigned(
+        &self,
+        url: &str,
+        path: &std::path::Path,
+        sha256_b64: &str,
+        encryption: Option<&super::encryption::EncryptionMetadata>,
+    ) -> Result<()> {
         let what = "uploading the staged file to the stage's presigned URL";
         let file = tokio::fs::File::open(path).await.map_err(|e| {
             Error::new(ErrorKind::Unexpected, format!("{what}: cannot open the local file")).with_source(e)
@@ -297,11 +305,18 @@ impl Client {
             .map_err(|e| Error::new(ErrorKind::Unexpected, what).with_source(e))?
             .len();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        self.http
+        let mut request = self
+            .http
             .put(url)
             .header(reqwest::header::CONTENT_LENGTH, len)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .header("x-goog-meta-sfc-digest", sha256_b64)
+            .header("x-goog-meta-sfc-digest", sha256_b64);
+        if let Some(e) = encryption {
+            request = request
+                .header("x-goog-meta-encryptiondata", e.gcs_encryption_data())
+                .header("x-goog-meta-matdesc", &e.matdesc);
+        }
+        request
             .body(body)
             .send()
             .await

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod client;
 mod config;
 pub mod ddl;
+pub mod encryption;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ pub use config::{SnowflakeConfig, StageConfig};
 
 use self::client::{Client, Credential, QueryError, QueryResult, Session, sql_error};
 use self::ddl::{DELIVERY_ID_COLUMN, LOADED_AT_COLUMN, TableNames, ident};
+use self::encryption::{EncryptionMaterial, EncryptionMetadata};
 use super::object::ObjectDestination;
 use super::{Delivered, DeliveryContext, Destination};
 use crate::control::destinations::DestinationKind;
@@ -141,8 +143,7 @@ impl SnowflakeDestination {
                 stage: ddl::config_path(name.as_deref().unwrap_or(DEFAULT_STAGE), &cfg.database, &cfg.schema),
             },
             StageConfig::External { name, object_store } => {
-                let value = serde_json::to_value(ObjectStoreJson(object_store))
-                    .map_err(|e| Error::config(format!("SNOWFLAKE external stage: {e}")))?;
+                let value = object_store.to_json();
                 let dest = ObjectDestination::from_config(DestinationKind::ParquetS3, Format::Parquet, &value)
                     .map_err(|e| Error::config(format!("SNOWFLAKE external stage: {}", e.message())))?;
                 if !object_store.url.starts_with("s3://") {
@@ -222,10 +223,10 @@ impl SnowflakeDestination {
             return Ok(());
         }
         if let Staging::Internal { stage } = &self.staging {
-            // Server-side encryption only: tidemark's PUT does not implement the client-side
-            // encryption of the default SNOWFLAKE_FULL internal stages.
+            // Snowflake's default encryption (SNOWFLAKE_FULL, client-side): PUT encrypts, see
+            // [`encryption`]. A stage the customer made with SNOWFLAKE_SSE works as well.
             let sql = format!(
-                "CREATE STAGE IF NOT EXISTS {stage} ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE') FILE_FORMAT = (TYPE = PARQUET) COMMENT = 'tidemark staging'"
+                "CREATE STAGE IF NOT EXISTS {stage} FILE_FORMAT = (TYPE = PARQUET) COMMENT = 'tidemark staging'"
             );
             self.run(session, &sql, &format!("creating stage {stage}")).await?;
         }
@@ -257,25 +258,41 @@ impl SnowflakeDestination {
         let what = format!("PUT to stage {stage}/{dir}");
         let put = self.run(session, &sql, &what).await?;
         let info = put.data.get("stageInfo").cloned().unwrap_or(Value::Null);
-        if put.data.get("encryptionMaterial").is_some_and(|m| !m.is_null())
-            || info.get("encryptionMaterial").is_some_and(|m| !m.is_null())
-        {
-            return Err(Error::config(format!(
-                "{what}: the stage uses client-side encryption (SNOWFLAKE_FULL), which tidemark's PUT does not implement; \
-                 create it with ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE') or use an external stage"
-            )));
-        }
+        // SNOWFLAKE_FULL stages (the default) answer with encryption material: the file is
+        // encrypted here and Snowflake decrypts it when COPY reads it ([`encryption`]).
+        let material = match EncryptionMaterial::from_put_response(&put.data)? {
+            Some(m) => Some(m),
+            None => EncryptionMaterial::from_put_response(&info)?,
+        };
+        let (upload, encryption, _encrypted_dir) = match material {
+            None => (local.to_path_buf(), None, None),
+            Some(material) => {
+                // Same file name, so the object keeps the name COPY is told.
+                let dir = tempfile::Builder::new()
+                    .prefix("tidemark-sfc-")
+                    .tempdir()
+                    .map_err(|e| {
+                        Error::unexpected("cannot create a directory for the encrypted file").with_source(e)
+                    })?;
+                let dst = dir.path().join(local.file_name().unwrap_or_default());
+                let (src, out) = (local.to_path_buf(), dst.clone());
+                let (meta, _) = tokio::task::spawn_blocking(move || material.encrypt_file(&src, &out))
+                    .await
+                    .map_err(|e| Error::unexpected(format!("{what}: the encryption task failed: {e}")))??;
+                (dst, Some(meta), Some(dir))
+            }
+        };
         let location_type = info.get("locationType").and_then(Value::as_str).unwrap_or("");
         match (location_type, info.get("presignedUrl").and_then(Value::as_str)) {
             ("GCS", Some(url)) if !url.is_empty() => {
                 self.client
-                    .upload_presigned(url, local, sha256_b64)
+                    .upload_presigned(url, &upload, sha256_b64, encryption.as_ref())
                     .await
                     .map_err(|e| Error::new(e.kind(), format!("{what}: {e}")))?;
             }
             ("S3", _) => {
                 let allow_http = self.client.base_url().starts_with("http://");
-                upload_s3_stage(&info, local, sha256_b64, allow_http)
+                upload_s3_stage(&info, &upload, sha256_b64, encryption.as_ref(), allow_http)
                     .await
                     .map_err(|e| Error::new(e.kind(), format!("{what}: {e}")))?;
             }
@@ -294,6 +311,7 @@ impl SnowflakeDestination {
             "stage": stage,
             "path": format!("{dir}/{file}"),
             "location_type": location_type,
+            "client_side_encrypted": encryption.is_some(),
         });
         Ok((format!("@{stage}/{dir}/{file}"), receipt))
     }
@@ -315,35 +333,14 @@ impl SnowflakeDestination {
                 .chain(dir.split('/').map(str::to_string))
                 .chain([file.to_string()]),
         );
-        let mut upload = object_store::buffered::BufWriter::with_capacity(store.clone(), key.clone(), 8 << 20)
-            .with_max_concurrency(2);
-        let mut f = tokio::fs::File::open(local)
-            .await
-            .map_err(|e| Error::unexpected("cannot reopen the encoded Parquet file").with_source(e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::unexpected("cannot read the encoded Parquet file").with_source(e))?;
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = upload.put(bytes::Bytes::copy_from_slice(&buf[..n])).await {
-                let _ = upload.abort().await;
-                return Err(super::object::classify(
-                    &format!("writing {key} to the external stage location {url}"),
-                    e,
-                ));
-            }
-        }
-        tokio::io::AsyncWriteExt::shutdown(&mut upload).await.map_err(|e| {
-            Error::new(
-                ErrorKind::DestinationTransient,
-                format!("completing {key} in the external stage location {url}"),
-            )
-            .with_source(e)
-        })?;
+        super::object::upload_file(
+            store,
+            &key,
+            local,
+            object_store::Attributes::new(),
+            &format!("writing {key} to the external stage location {url}"),
+        )
+        .await?;
         Ok(json!({"mode": "external", "object_key": key.to_string(), "url": url}))
     }
 
@@ -487,8 +484,16 @@ impl SnowflakeDestination {
 /// Uploads a staged file to the S3 location of a PUT's `stageInfo` (`locationType` S3) with the
 /// temporary credentials it carries (`creds.AWS_KEY_ID`, `AWS_SECRET_KEY`, `AWS_TOKEN`), as
 /// the drivers do for server-side-encrypted stages: key `<location><file>`, metadata
-/// `sfc-digest` = base64 SHA-256 of the file. `allow_http` only for loopback test servers.
-pub async fn upload_s3_stage(info: &Value, local: &Path, sha256_b64: &str, allow_http: bool) -> Result<String> {
+/// `sfc-digest` = base64 SHA-256 of the (plaintext) file; for a client-side encrypted stage,
+/// `local` is the encrypted file and `encryption` its wrapped key, IV and material descriptor
+/// (`x-amz-key`, `x-amz-iv`, `x-amz-matdesc`). `allow_http` only for loopback test servers.
+pub async fn upload_s3_stage(
+    info: &Value,
+    local: &Path,
+    sha256_b64: &str,
+    encryption: Option<&EncryptionMetadata>,
+    allow_http: bool,
+) -> Result<String> {
     let field = |k: &str| info.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
     let cred = |k: &str| {
         info.get("creds")
@@ -534,33 +539,23 @@ pub async fn upload_s3_stage(info: &Value, local: &Path, sha256_b64: &str, allow
         object_store::Attribute::Metadata("sfc-digest".into()),
         sha256_b64.to_string().into(),
     );
-    let mut upload = object_store::buffered::BufWriter::with_capacity(store.clone(), key.clone(), 8 << 20)
-        .with_max_concurrency(2)
-        .with_attributes(attributes);
-    let mut f = tokio::fs::File::open(local)
-        .await
-        .map_err(|e| Error::unexpected("cannot reopen the encoded Parquet file").with_source(e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| Error::unexpected("cannot read the encoded Parquet file").with_source(e))?;
-        if n == 0 {
-            break;
-        }
-        if let Err(e) = upload.put(bytes::Bytes::copy_from_slice(&buf[..n])).await {
-            let _ = upload.abort().await;
-            return Err(super::object::classify(&format!("uploading to s3://{bucket}/{key}"), e));
+    if let Some(e) = encryption {
+        for (k, v) in [
+            ("x-amz-key", &e.key),
+            ("x-amz-iv", &e.iv),
+            ("x-amz-matdesc", &e.matdesc),
+        ] {
+            attributes.insert(object_store::Attribute::Metadata(k.into()), v.clone().into());
         }
     }
-    tokio::io::AsyncWriteExt::shutdown(&mut upload).await.map_err(|e| {
-        Error::new(
-            ErrorKind::DestinationTransient,
-            format!("completing the upload to s3://{bucket}/{key}"),
-        )
-        .with_source(e)
-    })?;
+    super::object::upload_file(
+        &store,
+        &key,
+        local,
+        attributes,
+        &format!("uploading to s3://{bucket}/{key}"),
+    )
+    .await?;
     Ok(format!("s3://{bucket}/{key}"))
 }
 
@@ -650,43 +645,6 @@ fn check_copy(copy: &QueryResult, rows: u64, raw: &str, source: &str) -> Result<
         ));
     }
     Ok(())
-}
-
-/// Serialises an [`ObjectStoreConfig`] back to its JSON shape (it holds only references).
-struct ObjectStoreJson<'a>(&'a super::object::ObjectStoreConfig);
-
-impl serde::Serialize for ObjectStoreJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let c = self.0;
-        let mut m = serde_json::Map::new();
-        m.insert("url".into(), c.url.clone().into());
-        if let Some(v) = &c.endpoint {
-            m.insert("endpoint".into(), v.clone().into());
-        }
-        if let Some(v) = &c.region {
-            m.insert("region".into(), v.clone().into());
-        }
-        m.insert("allow_http".into(), c.allow_http.into());
-        if let Some(v) = c.path_style {
-            m.insert("path_style".into(), v.into());
-        }
-        for (k, v) in [
-            ("access_key_id", &c.access_key_id),
-            ("secret_access_key", &c.secret_access_key),
-            ("session_token", &c.session_token),
-        ] {
-            if let Some(r) = v {
-                m.insert(k.into(), serde_json::to_value(r).map_err(serde::ser::Error::custom)?);
-            }
-        }
-        if let Some(v) = c.request_timeout_seconds {
-            m.insert("request_timeout_seconds".into(), v.into());
-        }
-        if let Some(v) = c.max_retries {
-            m.insert("max_retries".into(), v.into());
-        }
-        Value::Object(m).serialize(s)
-    }
 }
 
 /// The Parquet schema of a staged file: the published columns, `_op`, then the provenance
