@@ -755,6 +755,110 @@ async fn incompatible_table_dead_letters_with_the_warehouse_message_and_check_na
     assert_eq!(e.kind(), ErrorKind::DestinationTransient, "{e}");
 }
 
+/// `external_location` staging: the window's Parquet goes to the customer's S3 (moto) with
+/// tidemark's credentials, and COPY INTO reads it there as the warehouse reads an external
+/// location (our server fetches it with its own storage credential). A path outside every
+/// external location is refused like a missing READ FILES grant: an auth error, dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_location_staging_loads_from_the_customer_bucket() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("dbx-ext");
+    let Some(server) = Server::start(&[
+        "--external-location",
+        "s3://dbx-ext/lake",
+        "--s3-endpoint",
+        &moto.endpoint(),
+        "--s3-credential",
+        "test:test",
+    ]) else {
+        return;
+    };
+    let Some(env) = Env::start(600, 1).await else { return };
+    let org = env.orgs[0];
+    let location = |prefix: &str| json!({"volume": null, "keep_staged_files": true, "external_location": moto.config("dbx-ext", prefix)});
+    DatabricksDestination::from_config(&server.config(location("lake")))
+        .unwrap()
+        .check()
+        .await
+        .expect("check writes and deletes a probe in the external location");
+    env.add_destination(
+        org,
+        DestinationKind::Databricks,
+        "dbx-ext",
+        server.config(location("lake")),
+        &[Table::Events],
+        21_600,
+        3,
+    )
+    .await;
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(
+        !outcomes.is_empty() && outcomes.iter().all(|o| o.status == "delivered"),
+        "{outcomes:#?}"
+    );
+    let schema = env.registry.get(Table::Events, 1).unwrap();
+    compare_with_source(&env, &server, &schema, org).await;
+    let receipts = receipts(&env, Table::Events).await;
+    let loaded: Vec<&Value> = receipts.iter().filter(|r| r.get("staged_file").is_some()).collect();
+    assert!(!loaded.is_empty(), "{receipts:#?}");
+    for r in &loaded {
+        assert_eq!(r["staging"], "external_location", "{r:#}");
+        let staged = r["staged_file"].as_str().unwrap();
+        assert!(staged.starts_with("s3://dbx-ext/lake/tidemark/events/v1/"), "{staged}");
+    }
+    // The files are in the customer's bucket (kept: keep_staged_files), read by another client.
+    let out = Command::new(python().unwrap())
+        .args([
+            "-c",
+            "import boto3,sys; c=boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1'); print('\\n'.join(sorted(o['Key'] for o in c.list_objects_v2(Bucket='dbx-ext', Prefix='lake/').get('Contents', []))))",
+            &moto.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut want: Vec<String> = loaded
+        .iter()
+        .map(|r| {
+            r["staged_file"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("s3://dbx-ext/")
+                .to_string()
+        })
+        .collect();
+    want.sort();
+    assert_eq!(keys, want, "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Outside the external location: the warehouse may not read it.
+    env.add_destination(
+        org,
+        DestinationKind::Databricks,
+        "dbx-outside",
+        server.config(location("elsewhere")),
+        &[Table::Events],
+        21_600,
+        3,
+    )
+    .await;
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(outcomes.iter().any(|o| o.status == "dead_letter"), "{outcomes:#?}");
+    let (attempts, last_error): (i32, String) = sqlx::query_as(
+        "SELECT attempts, last_error FROM warehouse_deliveries WHERE status = 'dead_letter' ORDER BY watermark_start LIMIT 1",
+    )
+    .fetch_one(&env.control)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1, "an authorisation failure is not retried: {last_error}");
+    assert!(
+        last_error.contains("INSUFFICIENT_PERMISSIONS")
+            && last_error.contains("s3://dbx-ext/elsewhere/tidemark/events/v1"),
+        "{last_error}"
+    );
+}
+
 /// The conformance suite's view of our local Databricks server: a schema of its own, read
 /// back through the Statement Execution API.
 struct DatabricksTarget {

@@ -29,6 +29,11 @@ PATTERN = '..'] [COPY_OPTIONS ('force' = 'true')] = INSERT .. BY NAME SELECT .. 
 read_parquet(file) per file, in one transaction with a per-table ledger of loaded files: a file
 loaded before is skipped even if it changed, as on Databricks. Result: num_affected_rows,
 num_inserted_rows, num_skipped_corrupt_files.
+COPY INTO t FROM 's3://bucket/prefix/..': the path must lie inside an external location given
+with --external-location (else [INSUFFICIENT_PERMISSIONS], as without READ FILES); the server
+reads the files from the S3 endpoint of --s3-endpoint (moto) with the storage credential of
+--s3-credential KEY:SECRET (boto3; DuckDB's httpfs would be a download), into a temporary
+directory, and loads them as above. The ledger keys s3:// files by URL.
 NOT emulated: Delta files and time travel, mergeSchema, other file formats, EXTERNAL_LINKS,
 ARROW_STREAM, result chunks (all rows come inline), grants, Unity Catalog REST, VARIANT, CREATE
 CATALOG (catalogs come from --volume; `main` is reserved by DuckDB), Delta's concurrency rules
@@ -49,6 +54,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -196,15 +202,20 @@ def copy_into(cur, sql):
             raise SqlError("PARSE_SYNTAX_ERROR", "COPY INTO (SELECT ... FROM '<path>') expected")
         select_list, src = sm["list"], sm["path"]
     directory = unquote(src)
-    try:
-        root_local, _ = local_path(directory.rstrip("/"))
-    except ApiError as e:
-        raise SqlError("UC_VOLUME_NOT_FOUND" if e.status == 404 else "INVALID_PARAMETER_VALUE", e.message)
     files_m = re.search(r"\bFILES\s*=\s*\(([^)]*)\)", rest, re.I)
     pattern_m = re.search(r"\bPATTERN\s*=\s*(" + LIT + ")", rest, re.I)
     opts_m = re.search(r"\bCOPY_OPTIONS\s*\(([^)]*)\)", rest, re.I)
     opts = dict((unquote(k).lower(), unquote(v).lower()) for k, v in
                 re.findall(r"(" + LIT + r")\s*=\s*(" + LIT + ")", opts_m[1] if opts_m else ""))
+    if directory.startswith("s3://"):
+        with tempfile.TemporaryDirectory(prefix="dbx-external-") as tmp:
+            names = fetch_external(directory, [unquote(x) for x in re.findall(LIT, files_m[1])] if files_m else None,
+                                   unquote(pattern_m[1]) if pattern_m else None, tmp)
+            return load_files(cur, target, select_list, directory, names, tmp, opts)
+    try:
+        root_local, _ = local_path(directory.rstrip("/"))
+    except ApiError as e:
+        raise SqlError("UC_VOLUME_NOT_FOUND" if e.status == 404 else "INVALID_PARAMETER_VALUE", e.message)
     if files_m:
         names = [unquote(x) for x in re.findall(LIT, files_m[1])]
         for name in names:
@@ -216,6 +227,50 @@ def copy_into(cur, sql):
             names += [os.path.relpath(os.path.join(base, f), root_local) for f in fs]
         if pattern_m:
             names = [n for n in names if fnmatch.fnmatch(n, unquote(pattern_m[1]))]
+    return load_files(cur, target, select_list, directory, names, root_local, opts)
+
+
+def fetch_external(url, files, pattern, tmp):
+    """Downloads the files of an s3:// COPY source into tmp with the storage credential; returns
+    their names relative to url."""
+    import boto3
+    import botocore.exceptions
+
+    base = url.rstrip("/")
+    if not any(base == loc or base.startswith(loc + "/") for loc in ARGS.external_location):
+        raise SqlError("INSUFFICIENT_PERMISSIONS",
+                       f"User does not have READ FILES on any external location covering '{base}'.")
+    bucket, _, prefix = base[len("s3://"):].partition("/")
+    key, _, secret = (ARGS.s3_credential or ":").partition(":")
+    s3 = boto3.client("s3", endpoint_url=ARGS.s3_endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name="us-east-1")
+    root = prefix + "/" if prefix else ""
+    try:
+        if files is None:
+            names = []
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root):
+                names += [o["Key"][len(root):] for o in page.get("Contents", [])]
+            if pattern:
+                names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        else:
+            names = files
+        for name in names:
+            local = os.path.join(tmp, name)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            try:
+                s3.download_file(bucket, root + name, local)
+            except botocore.exceptions.ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    raise SqlError("PATH_NOT_FOUND", f"Path does not exist: {base}/{name}")
+                raise
+    except botocore.exceptions.ClientError as e:
+        raise SqlError("CLOUD_FILE_SOURCE_FILE_NOT_FOUND" if "NoSuchBucket" in str(e) else "IO_ERROR",
+                       f"reading {base}: {e}")
+    return names
+
+
+def load_files(cur, target, select_list, directory, names, root_local, opts):
+    """Loads each not yet loaded file (relative to root_local) into target in one transaction."""
     catalog = target.split(".")[0].strip('"')
     ledger = f'"{catalog}".main.copy_into_ledger'
     key = target.replace('"', "").lower()
@@ -565,7 +620,12 @@ def main():
     p.add_argument("--token", action="append", default=[])
     p.add_argument("--oauth-client", action="append", default=[], help="CLIENT_ID:SECRET")
     p.add_argument("--oauth-ttl", type=int, default=3600)
+    p.add_argument("--external-location", action="append", default=[],
+                   help="s3://bucket/prefix of a Unity Catalog external location the warehouse may read")
+    p.add_argument("--s3-endpoint", help="S3 endpoint of the external locations (moto)")
+    p.add_argument("--s3-credential", help="KEY:SECRET of the external locations' storage credential")
     ARGS = p.parse_args()
+    ARGS.external_location = [loc.rstrip("/") for loc in ARGS.external_location]
     os.makedirs(ARGS.data, exist_ok=True)
     DB = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
     for spec in ARGS.volume:

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::deliver::object::ObjectStoreConfig;
 use crate::error::{Error, Result};
 use crate::secret::SecretRef;
 
@@ -22,8 +23,16 @@ pub struct DatabricksConfig {
     pub catalog: String,
     /// Schema inside `catalog`.
     pub schema: String,
-    /// Unity Catalog volume in `catalog.schema` where window files are staged.
-    pub volume: String,
+    /// Unity Catalog volume in `catalog.schema` where window files are staged. Exactly one of
+    /// `volume` and `external_location`.
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// Stage on an S3 path inside a Unity Catalog external location instead of a volume:
+    /// tidemark writes each window's Parquet file to `<url>/<staging_dir>/...` with these
+    /// credentials (the `PARQUET_S3` configuration shape), and the warehouse reads it through the
+    /// external location covering `url` (the loading principal needs `READ FILES` on it).
+    #[serde(default)]
+    pub external_location: Option<Box<ObjectStoreConfig>>,
     /// Personal access token (or any bearer token), by reference.
     #[serde(default)]
     pub token: Option<SecretRef>,
@@ -131,7 +140,28 @@ impl DatabricksConfig {
         }
         check_name("catalog", &self.catalog)?;
         check_name("schema", &self.schema)?;
-        check_name("volume", &self.volume)?;
+        match (&self.volume, &self.external_location) {
+            (Some(volume), None) => check_name("volume", volume)?,
+            (None, Some(location)) => {
+                let url = url::Url::parse(&location.url).ok();
+                if url.as_ref().map(|u| u.scheme()) != Some("s3") || url.as_ref().and_then(|u| u.host_str()).is_none() {
+                    return Err(Error::config(format!(
+                        "invalid DATABRICKS external_location url '{}': expected s3://bucket/prefix inside a Unity Catalog external location",
+                        location.url
+                    )));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "DATABRICKS stages in a \"volume\" or an \"external_location\", not both",
+                ));
+            }
+            (None, None) => {
+                return Err(Error::config(
+                    "DATABRICKS needs a staging place: \"volume\" (a Unity Catalog volume in catalog.schema) or \"external_location\" (an s3:// path with credentials)",
+                ));
+            }
+        }
         if let Some(dir) = &self.staging_dir
             && (dir.is_empty() || dir.split('/').any(|p| p.is_empty() || p == "." || p == ".."))
         {
@@ -235,5 +265,16 @@ mod tests {
         let mut v = base();
         v["staging_dir"] = json!("../up");
         assert!(err(v).contains("staging_dir"));
+        let mut v = base();
+        v["external_location"] = json!({"url": "s3://b/p"});
+        assert!(err(v).contains("not both"));
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("volume");
+        assert!(err(v.clone()).contains("needs a staging place"));
+        v["external_location"] = json!({"url": "file:///tmp/x"});
+        assert!(err(v.clone()).contains("expected s3://bucket/prefix"));
+        v["external_location"] = json!({"url": "s3://bucket/staging", "region": "eu-west-1"});
+        let cfg = DatabricksConfig::parse(&v).unwrap();
+        assert_eq!(cfg.external_location.unwrap().url, "s3://bucket/staging");
     }
 }

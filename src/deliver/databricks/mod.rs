@@ -7,9 +7,12 @@
 //!    tables and `CREATE VIEW IF NOT EXISTS` the latest view ([`ddl`]), unless `create_tables`
 //!    is false;
 //! 2. encode the batches to Parquet in a local temporary file (streamed, never the whole window
-//!    in memory), then `PUT /api/2.0/fs/files/Volumes/<catalog>/<schema>/<volume>/<staging_dir>/
-//!    <table>/v<major>/<delivery id>.parquet?overwrite=true` (the path depends only on the
-//!    delivery, so a retry overwrites);
+//!    in memory), then stage it at `<root>/<table>/v<major>/<delivery id>.parquet` (the path
+//!    depends only on the delivery, so a retry overwrites). `<root>` is a volume directory,
+//!    `/Volumes/<catalog>/<schema>/<volume>/<staging_dir>`, written with the Files API (`PUT
+//!    /api/2.0/fs/files/...?overwrite=true`), or with `external_location` an S3 path
+//!    `s3://<bucket>/<prefix>/<staging_dir>` inside a Unity Catalog external location, written
+//!    with `object_store` and read by the warehouse through the location's storage credential;
 //! 3. fence check, then `COPY INTO <catalog>.<schema>.<table>_v<major>_raw ... FILES =
 //!    ('<delivery id>.parquet')`, which stamps `_tidemark_delivery_id` and `_tidemark_loaded_at`.
 //!    COPY INTO remembers the files it loaded into a table and skips them on a later run, even
@@ -28,6 +31,9 @@ pub mod ddl;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -49,9 +55,23 @@ use crate::error::{Error, Result};
 use crate::extract::BatchStream;
 use crate::schema::{Table, TableSchema};
 
+/// Where window files are staged.
+enum Staging {
+    /// `/Volumes/<catalog>/<schema>/<volume>/<staging_dir>`, through the Files API.
+    Volume { root: String },
+    /// `s3://<bucket>/<prefix>/<staging_dir>` in an external location, through `object_store`
+    /// (`prefix` is the object key of `root`).
+    External {
+        root: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
+}
+
 pub struct DatabricksDestination {
     cfg: DatabricksConfig,
     client: Client,
+    staging: Staging,
     /// Table versions whose objects this process has created (or found).
     created: tokio::sync::Mutex<HashSet<(Table, u32)>>,
 }
@@ -64,22 +84,88 @@ impl DatabricksDestination {
     pub fn from_config(config: &serde_json::Value) -> Result<DatabricksDestination> {
         let cfg = DatabricksConfig::parse(config)?;
         let client = Client::new(&cfg)?;
+        let staging = match (&cfg.volume, &cfg.external_location) {
+            (Some(volume), _) => Staging::Volume {
+                root: format!("/Volumes/{}/{}/{volume}/{}", cfg.catalog, cfg.schema, cfg.staging_dir()),
+            },
+            (None, Some(location)) => {
+                let dest = crate::deliver::object::ObjectDestination::from_config(
+                    DestinationKind::ParquetS3,
+                    crate::encode::Format::Parquet,
+                    &location.to_json(),
+                )
+                .map_err(|e| Error::config(format!("DATABRICKS external_location: {}", e.message())))?;
+                let prefix = ObjectPath::from_iter(
+                    dest.prefix()
+                        .parts()
+                        .map(|p| p.as_ref().to_string())
+                        .chain(cfg.staging_dir().split('/').map(str::to_string)),
+                );
+                Staging::External {
+                    root: format!("{}/{}", location.url.trim_end_matches('/'), cfg.staging_dir()),
+                    store: dest.store(),
+                    prefix,
+                }
+            }
+            (None, None) => unreachable!("DatabricksConfig::parse checks the staging place"),
+        };
         Ok(DatabricksDestination {
             cfg,
             client,
+            staging,
             created: tokio::sync::Mutex::new(HashSet::new()),
         })
     }
 
-    /// `/Volumes/<catalog>/<schema>/<volume>/<staging_dir>`.
-    fn staging_root(&self) -> String {
-        format!(
-            "/Volumes/{}/{}/{}/{}",
-            self.cfg.catalog,
-            self.cfg.schema,
-            self.cfg.volume,
-            self.cfg.staging_dir()
-        )
+    /// `/Volumes/<catalog>/<schema>/<volume>/<staging_dir>` or `s3://<bucket>/<prefix>/<staging_dir>`.
+    fn staging_root(&self) -> &str {
+        match &self.staging {
+            Staging::Volume { root } | Staging::External { root, .. } => root,
+        }
+    }
+
+    /// The object key of a staged file `<table>/v<major>/<file>` under an external location.
+    fn object_key(prefix: &ObjectPath, schema: &TableSchema, file: &str) -> ObjectPath {
+        ObjectPath::from_iter(prefix.parts().map(|p| p.as_ref().to_string()).chain([
+            schema.table.name().to_string(),
+            format!("v{}", schema.version),
+            file.to_string(),
+        ]))
+    }
+
+    /// Writes a staged file (a window's Parquet, or a probe).
+    async fn stage(&self, schema: &TableSchema, file: &str, local: &std::path::Path, bytes: u64) -> Result<()> {
+        let staged = format!("{}/{file}", self.staging_directory(schema));
+        match &self.staging {
+            Staging::Volume { .. } => {
+                self.client
+                    .upload(&staged, UploadBody::File(local.to_path_buf(), bytes))
+                    .await
+            }
+            Staging::External { store, prefix, .. } => {
+                let key = Self::object_key(prefix, schema, file);
+                crate::deliver::object::upload_file(
+                    store,
+                    &key,
+                    local,
+                    object_store::Attributes::new(),
+                    &format!("staging {staged} in the external location"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Removes a staged file.
+    async fn unstage(&self, schema: &TableSchema, file: &str) -> Result<()> {
+        let staged = format!("{}/{file}", self.staging_directory(schema));
+        match &self.staging {
+            Staging::Volume { .. } => self.client.delete(&staged).await,
+            Staging::External { store, prefix, .. } => store
+                .delete(&Self::object_key(prefix, schema, file))
+                .await
+                .map_err(|e| crate::deliver::object::classify(&format!("deleting the staged {staged}"), e)),
+        }
     }
 
     /// The volume directory of a table version's staged files.
@@ -179,15 +265,37 @@ impl Destination for DatabricksDestination {
         true
     }
 
-    /// The warehouse exists (looked up, not started), and the staging volume takes a write and
-    /// a delete.
+    /// The warehouse exists (looked up, not started), and the staging volume or external
+    /// location takes a write and a delete.
     async fn check(&self) -> Result<()> {
         self.client.warehouse_state().await?;
-        let probe = format!("{}/_check/{}", self.staging_root(), uuid::Uuid::new_v4());
-        self.client
-            .upload(&probe, UploadBody::Bytes(Bytes::from_static(b"ok")))
-            .await?;
-        self.client.delete(&probe).await
+        let id = uuid::Uuid::new_v4();
+        match &self.staging {
+            Staging::Volume { root } => {
+                let probe = format!("{root}/_check/{id}");
+                self.client
+                    .upload(&probe, UploadBody::Bytes(Bytes::from_static(b"ok")))
+                    .await?;
+                self.client.delete(&probe).await
+            }
+            Staging::External { root, store, prefix } => {
+                let key = ObjectPath::from_iter(
+                    prefix
+                        .parts()
+                        .map(|p| p.as_ref().to_string())
+                        .chain(["_check".into(), id.to_string()]),
+                );
+                let what = format!("writing a probe to the external location {root}");
+                store
+                    .put(&key, Bytes::from_static(b"ok").into())
+                    .await
+                    .map_err(|e| crate::deliver::object::classify(&what, e))?;
+                store
+                    .delete(&key)
+                    .await
+                    .map_err(|e| crate::deliver::object::classify(&what, e))
+            }
+        }
     }
 
     async fn deliver(&self, ctx: &DeliveryContext<'_>, batches: BatchStream) -> Result<Delivered> {
@@ -230,9 +338,7 @@ impl Destination for DatabricksDestination {
         let directory = self.staging_directory(ctx.schema);
         let file_name = format!("{}.parquet", ctx.delivery_id);
         let staged = format!("{directory}/{file_name}");
-        self.client
-            .upload(&staged, UploadBody::File(local.path().to_path_buf(), bytes))
-            .await?;
+        self.stage(ctx.schema, &file_name, local.path(), bytes).await?;
         drop(local);
 
         ctx.fence.ensure().await?;
@@ -253,7 +359,7 @@ impl Destination for DatabricksDestination {
         let deleted = if self.cfg.keep_staged_files.unwrap_or(false) {
             false
         } else {
-            match self.client.delete(&staged).await {
+            match self.unstage(ctx.schema, &file_name).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(path = %staged, error = %e, "Deleting a staged file failed; it stays in the volume.");
@@ -262,6 +368,11 @@ impl Destination for DatabricksDestination {
             }
         };
         receipt["staged_file"] = staged.into();
+        receipt["staging"] = match self.staging {
+            Staging::Volume { .. } => "volume",
+            Staging::External { .. } => "external_location",
+        }
+        .into();
         receipt["staged_file_deleted"] = deleted.into();
         receipt["bytes"] = bytes.into();
         receipt["sha256"] = sha256.into();
