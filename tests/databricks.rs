@@ -288,9 +288,11 @@ async fn compare_with_source(env: &Env, server: &Server, schema: &TableSchema, o
         diffs.len(),
         &diffs[..diffs.len().min(5)]
     );
+    // By name: a column added for a newer minor version sits last in an altered table.
+    let cols = tidemark::deliver::databricks::ddl::select_list(schema, "");
     let stale = server
         .sql(&format!(
-            "SELECT count(*) FROM (SELECT * FROM {CATALOG}.{SCHEMA}.{table}_v1 EXCEPT SELECT * FROM {CATALOG}.{SCHEMA}.{table}_v1_latest)"
+            "SELECT count(*) FROM (SELECT {cols} FROM {CATALOG}.{SCHEMA}.{table}_v1 EXCEPT SELECT {cols} FROM {CATALOG}.{SCHEMA}.{table}_v1_latest)"
         ))
         .await;
     assert_eq!(
@@ -753,6 +755,55 @@ async fn incompatible_table_dead_letters_with_the_warehouse_message_and_check_na
     .await
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::DestinationTransient, "{e}");
+}
+
+/// Tables created for an earlier minor version of the major (`events` v1 without its nullable
+/// `clock_skew_ms`) gain the new column before the first load; then everything equals the
+/// source, the new column included, and the redefined latest view has it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_of_an_older_minor_version_gain_its_new_columns() {
+    let Some(server) = Server::start(&[]) else { return };
+    let Some(env) = Env::start(400, 1).await else { return };
+    let org = env.orgs[0];
+    let mut older = (*env.registry.get(Table::Events, 1).unwrap()).clone();
+    older.columns.retain(|c| c.name != "clock_skew_ms");
+    for sql in tidemark::deliver::databricks::ddl::create_statements(CATALOG, SCHEMA, &older) {
+        server.sql(&sql).await;
+    }
+    let columns = |rows: Vec<Vec<Option<String>>>| -> Vec<String> {
+        rows.into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect()
+    };
+    let before = columns(
+        server
+            .sql(&format!("DESCRIBE TABLE {CATALOG}.{SCHEMA}.events_v1"))
+            .await,
+    );
+    assert!(!before.contains(&"clock_skew_ms".to_string()), "{before:?}");
+    env.add_destination(
+        org,
+        DestinationKind::Databricks,
+        "dbx",
+        server.config(json!({})),
+        &[Table::Events],
+        21_600,
+        3,
+    )
+    .await;
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(
+        !outcomes.is_empty() && outcomes.iter().all(|o| o.status == "delivered"),
+        "{outcomes:#?}"
+    );
+    for table in ["events_v1_raw", "events_v1", "events_v1_latest"] {
+        let have = columns(server.sql(&format!("DESCRIBE TABLE {CATALOG}.{SCHEMA}.{table}")).await);
+        assert!(have.contains(&"clock_skew_ms".to_string()), "{table}: {have:?}");
+    }
+    let schema = env.registry.get(Table::Events, 1).unwrap();
+    compare_with_source(&env, &server, &schema, org).await;
+    let non_null = server.count("events_v1 WHERE clock_skew_ms IS NOT NULL").await;
+    assert!(non_null > 0, "the new column carries the source's values");
 }
 
 /// `external_location` staging: the window's Parquet goes to the customer's S3 (moto) with

@@ -553,6 +553,57 @@ fn event(n: u8, updated_at: &str) -> Value {
     })
 }
 
+/// Tables created for an earlier minor version of the major (here: `events` v1 without its
+/// nullable `clock_skew_ms`) gain the new column before the first load; the old rows read NULL,
+/// the new ones their value, in the raw and analyst tables and the redefined latest view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_of_an_older_minor_version_gain_its_new_columns() {
+    let Some(sf) = Fakesnow::start() else { return };
+    let mut older = (*Registry::embedded().get(Table::Events, 1).unwrap()).clone();
+    older.columns.retain(|c| c.name != "clock_skew_ms");
+    let create = tidemark::deliver::snowflake::ddl::create_statements(&older, Some((DATABASE, SCHEMA)));
+    let mut setup: Vec<String> = create.clone();
+    // A row loaded under the older minor version.
+    setup.push(format!(
+        "INSERT INTO {DATABASE}.{SCHEMA}.EVENTS_V1 (\"ID\", \"ORGANIZATION_ID\", \"SOURCE\", \"EVENT_TYPE\", \"SEVERITY\", \"TAGS\", \"PAYLOAD\", \"OCCURRED_AT\", \"CREATED_AT\", \"UPDATED_AT\", \"_TIDEMARK_DELIVERY_ID\", \"_TIDEMARK_LOADED_AT\") SELECT '{}', '{}', 'old', 'login', 1, ARRAY_CONSTRUCT('a'), PARSE_JSON('{{}}'), '2026-09-01T00:00:00Z', '2026-09-01T00:00:00Z', '2026-09-01T00:00:00Z', 'before', '2026-09-01T00:00:00Z'",
+        uuid(9),
+        Uuid::nil()
+    ));
+    sf.query(&setup.iter().map(String::as_str).collect::<Vec<_>>());
+    let columns = |table: &str| -> Vec<String> {
+        sf.rows(&format!("DESCRIBE TABLE {DATABASE}.{SCHEMA}.{table}"))
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect()
+    };
+    assert!(!columns("EVENTS_V1").contains(&"CLOCK_SKEW_MS".to_string()));
+
+    let d = Direct::new(&sf.config());
+    let mut row = event(1, "2026-10-01T00:05:00Z");
+    row["clock_skew_ms"] = json!(-42);
+    d.deliver(Table::Events, Uuid::new_v4(), &[row]).await.unwrap();
+    for table in ["EVENTS_V1_RAW", "EVENTS_V1"] {
+        assert!(columns(table).contains(&"CLOCK_SKEW_MS".to_string()), "{table}");
+    }
+    let read = |relation: &str| {
+        sf.rows(&format!(
+            "SELECT \"ID\", \"CLOCK_SKEW_MS\" FROM {DATABASE}.{SCHEMA}.{relation} ORDER BY \"ID\""
+        ))
+    };
+    assert_eq!(
+        read("EVENTS_V1"),
+        vec![vec![Some(uuid(1)), Some("-42".to_string())], vec![Some(uuid(9)), None]]
+    );
+    assert_eq!(
+        read("EVENTS_V1_RAW"),
+        vec![vec![Some(uuid(1)), Some("-42".to_string())]]
+    );
+    assert_eq!(
+        read("EVENTS_V1_LATEST"),
+        vec![vec![Some(uuid(1)), Some("-42".to_string())]]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_exactly() {
     let Some(sf) = Fakesnow::start() else { return };

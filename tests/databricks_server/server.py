@@ -23,7 +23,8 @@ INVALID_PARAMETER_VALUE, 409 ALREADY_EXISTS, 429/503 TEMPORARILY_UNAVAILABLE (in
 SQL (the subset tidemark emits, translated to DuckDB): backtick identifiers, literals with
 backslash escapes, :name parameters; CREATE SCHEMA/VOLUME; CREATE TABLE ... USING DELTA
 (COMMENTs dropped; STRING, TIMESTAMP -> TIMESTAMPTZ in UTC, TIMESTAMP_NTZ, ARRAY<T>); CREATE
-VIEW; MERGE INTO (DuckDB's, counted via RETURNING); SELECT; INSERT/UPDATE/DELETE/DROP. COPY INTO
+VIEW; ALTER TABLE .. ADD COLUMNS (one column); DESCRIBE [TABLE] (col_name, data_type, comment);
+MERGE INTO (DuckDB's, counted via RETURNING); SELECT; INSERT/UPDATE/DELETE/DROP. COPY INTO
 t FROM '/Volumes/..' | (SELECT list FROM '/Volumes/..') FILEFORMAT = PARQUET [FILES = (..) |
 PATTERN = '..'] [COPY_OPTIONS ('force' = 'true')] = INSERT .. BY NAME SELECT .. FROM
 read_parquet(file) per file, in one transaction with a per-table ledger of loaded files: a file
@@ -311,6 +312,15 @@ def execute(cur, raw_sql, params):
     if m:
         create_volume(m[2], m[3], m[4], bool(m[1]))
         return [], [], []
+    m = re.match(r"^DESCRIBE\s+(?:TABLE\s+)?(.+)$", sql, re.I | re.S)
+    if m:  # Databricks' shape: col_name, data_type, comment
+        rows = cur.execute(f"DESCRIBE {m[1]}").fetchall()
+        return ["col_name", "data_type", "comment"], ["VARCHAR"] * 3, [[r[0], str(r[1]).lower(), None] for r in rows]
+    m = re.match(r"^(ALTER\s+TABLE\s+\S+)\s+ADD\s+COLUMNS\s*\((.*)\)$", sql, re.I | re.S)
+    if m:  # one column per statement, as tidemark sends them
+        if re.search(r",(?![^()]*\))", m[2]):
+            raise SqlError("UNSUPPORTED_FEATURE", "this server takes one column per ADD COLUMNS")
+        sql = f"{m[1]} ADD COLUMN {m[2]}"
     if first in READS:
         rel = cur.sql(sql, params=params or None)
         fmt = [FORMATS.get(str(t), "to_json({q})::VARCHAR" if str(t)[-1] == "]" or str(t)[:3] in ("STR", "MAP")

@@ -160,6 +160,38 @@ pub fn create_statements(catalog: &str, schema: &str, table: &TableSchema) -> Ve
     vec![raw, analyst, latest]
 }
 
+/// `ALTER TABLE … ADD COLUMNS` for each published column (and `_op` on the raw table) that an
+/// existing table lacks: an additive minor version of its major. `have` holds the lower-cased
+/// `col_name`s of `DESCRIBE TABLE`. One statement per column; added columns are nullable, as
+/// every additive column is.
+pub fn add_column_statements(
+    table: &TableSchema,
+    relation: &str,
+    raw: bool,
+    have: &std::collections::HashSet<String>,
+) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), databricks_type(c.ty), c.description.clone()))
+        .chain(raw.then(|| {
+            (
+                OP_COLUMN.to_string(),
+                "STRING".to_string(),
+                "U or D; NULL: loaded before delete capture, a U.".to_string(),
+            )
+        }))
+        .filter(|(name, _, _)| !have.contains(&name.to_ascii_lowercase()))
+        .map(|(name, ty, description)| {
+            format!(
+                "ALTER TABLE {relation} ADD COLUMNS ({} {ty} COMMENT {})",
+                quote_ident(&name),
+                quote_literal(&description)
+            )
+        })
+        .collect()
+}
+
 /// `_op` of a raw row, NULL (loaded before delete capture) read as `U`.
 fn op_expression(prefix: &str) -> String {
     let col = if prefix.is_empty() {

@@ -13,6 +13,8 @@
 //! (database, schema, stage) follow Snowflake's rule for unquoted identifiers: a plain
 //! identifier (`[A-Za-z_][A-Za-z0-9_$]*`) is upper-cased, anything else is taken verbatim.
 
+use std::collections::HashSet;
+
 use crate::schema::{ColumnType, OP_COLUMN, OP_DELETE, OP_UPSERT, TableSchema};
 
 /// The raw table's provenance columns (also in the analyst table and the view).
@@ -199,6 +201,27 @@ pub fn create_statements(schema: &TableSchema, location: Option<(&str, &str)>) -
         op = op_expression(),
     );
     vec![raw, analyst, latest]
+}
+
+/// `ALTER TABLE … ADD COLUMN IF NOT EXISTS` for each published column (and `_op` on the raw
+/// table) that an existing table lacks: an additive minor version of its major. `have` holds
+/// the table's column names as `DESCRIBE TABLE` reports them. Added columns are nullable, as
+/// every additive column is (`tidemark schema check` refuses a new NOT NULL one).
+pub fn add_column_statements(schema: &TableSchema, table: &str, raw: bool, have: &HashSet<String>) -> Vec<String> {
+    let ty = if raw { raw_type } else { analyst_type };
+    schema
+        .columns
+        .iter()
+        .map(|c| (c.name.to_ascii_uppercase(), ty(c.ty)))
+        .chain(raw.then(|| (OP_COLUMN.to_ascii_uppercase(), "VARCHAR(1)".to_string())))
+        .filter(|(name, _)| !have.contains(name))
+        .map(|(name, ty)| {
+            format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {ty}",
+                quote_ident(&name)
+            )
+        })
+        .collect()
 }
 
 /// The DDL of one table as a script (statements separated by `;` and a blank line), for

@@ -230,14 +230,48 @@ impl SnowflakeDestination {
             );
             self.run(session, &sql, &format!("creating stage {stage}")).await?;
         }
-        for sql in ddl::create_statements(schema, Some((&self.location.0, &self.location.1))) {
+        let statements = ddl::create_statements(schema, Some((&self.location.0, &self.location.1)));
+        // Tables first, then any missing columns, then the view (which names every column).
+        for sql in &statements[..2] {
             self.run(
                 session,
-                &sql,
+                sql,
                 &format!("creating the tables of {} v{}", schema.table, schema.version),
             )
             .await?;
         }
+        // Tables made for an earlier minor version of this major lack its new columns.
+        let names = self.names(schema);
+        let mut added = 0;
+        for (table, raw) in [(&names.raw, true), (&names.analyst, false)] {
+            let described = self
+                .run(
+                    session,
+                    &format!("DESCRIBE TABLE {table}"),
+                    &format!("describing {table}"),
+                )
+                .await?;
+            let have: HashSet<String> = (0..described.rows.len())
+                .filter_map(|i| described.cell(i, "name").map(str::to_ascii_uppercase))
+                .collect();
+            for sql in ddl::add_column_statements(schema, table, raw, &have) {
+                self.run(
+                    session,
+                    &sql,
+                    &format!("adding a column of a newer minor version to {table}"),
+                )
+                .await?;
+                added += 1;
+            }
+        }
+        let view = if added > 0 {
+            // Redefine the view over the widened tables.
+            tracing::info!(table = %names.analyst, columns = added, "Added the columns of a newer minor schema version.");
+            statements[2].replacen("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW", 1)
+        } else {
+            statements[2].clone()
+        };
+        self.run(session, &view, &format!("creating {}", names.latest)).await?;
         self.ensured.lock().expect("poisoned").insert(key);
         Ok(())
     }
