@@ -744,7 +744,10 @@ def summarize(runs: list, tools: list) -> dict:
     for tool in tools:
         rs = [r for r in runs if r["tool"] == tool]
         ok = [r for r in rs if r.get("ok")]
-        med = lambda k: (statistics.median([r[k] for r in ok if r.get(k) is not None]) if ok else None)  # noqa: E731
+        def med(k):
+            values = [r[k] for r in ok if r.get(k) is not None]
+            return statistics.median(values) if values else None
+
         entry = {
             "reps": len(rs),
             "ok_reps": len(ok),
@@ -754,7 +757,7 @@ def summarize(runs: list, tools: list) -> dict:
             "cpu_s": med("cpu_s"),
             "pg_cpu_s": med("pg_cpu_s"),
             "rss_mb": med("rss_mb"),
-            "output_mb": (med("output_bytes") / 1e6) if ok else None,
+            "output_mb": (med("output_bytes") / 1e6) if med("output_bytes") is not None else None,
             "files": med("files"),
             "commits": med("commits"),
             "inner_s": med("inner_s") if ok and all(r.get("inner_s") is not None for r in ok) else None,
