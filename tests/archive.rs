@@ -129,7 +129,7 @@ async fn undelivered_rows_stay_the_dry_run_deletes_nothing_and_archival_is_not_a
     .unwrap();
     set_retention(&env, a, Some(7)).await;
     set_retention(&env, b, Some(7)).await; // no destination, no override: nothing may go
-    // c: no retention at all.
+    set_retention(&env, c, None).await; // c: no retention at all (the generator gives some orgs one)
 
     // Delete capture (`tidemark source install-delete-capture`) honours tidemark.archival.
     let out = env
