@@ -313,6 +313,29 @@ async fn receipts(env: &Env, table: Table) -> Vec<Value> {
     .unwrap()
 }
 
+/// A DATABRICKS destination of `org` for `events`, 6-hour windows, 3 attempts.
+async fn add_events_destination(env: &Env, org: Uuid, name: &str, config: Value) {
+    env.add_destination(
+        org,
+        DestinationKind::Databricks,
+        name,
+        config,
+        &[Table::Events],
+        21_600,
+        3,
+    )
+    .await;
+}
+
+/// Runs the worker until idle and checks that something was delivered and nothing failed.
+async fn deliver_all(env: &Env) {
+    let outcomes = env.run_until_idle(fast_options()).await;
+    assert!(
+        !outcomes.is_empty() && outcomes.iter().all(|o| o.status == "delivered"),
+        "{outcomes:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_table_and_type_round_trips_through_copy_into_and_merge() {
     let Some(server) = Server::start(&[]) else { return };
@@ -328,9 +351,7 @@ async fn every_table_and_type_round_trips_through_copy_into_and_merge() {
         3,
     )
     .await;
-    let outcomes = env.run_until_idle(fast_options()).await;
-    assert!(!outcomes.is_empty());
-    assert!(outcomes.iter().all(|o| o.status == "delivered"), "{outcomes:#?}");
+    deliver_all(&env).await;
 
     let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
     for table in Table::ALL {
@@ -406,16 +427,7 @@ async fn redelivery_adds_nothing_and_an_updated_row_shows_its_new_version() {
     let Some(env) = Env::start(800, 2).await else { return };
     let org = env.orgs[0];
     let config = server.config(json!({"keep_staged_files": true}));
-    env.add_destination(
-        org,
-        DestinationKind::Databricks,
-        "dbx",
-        config,
-        &[Table::Events],
-        21_600,
-        3,
-    )
-    .await;
+    add_events_destination(&env, org, "dbx", config).await;
     env.plan().await;
     // The first day only.
     let first_day = LeaseFilter {
@@ -555,21 +567,8 @@ async fn pat_and_oauth_m2m_authenticate_and_bad_credentials_are_auth_errors() {
 
     // Deliveries with OAuth land, with a bounded number of token requests.
     let Some(env) = Env::start(300, 1).await else { return };
-    env.add_destination(
-        env.orgs[0],
-        DestinationKind::Databricks,
-        "dbx",
-        server.oauth_config(),
-        &[Table::Events],
-        21_600,
-        3,
-    )
-    .await;
-    let outcomes = env.run_until_idle(fast_options()).await;
-    assert!(
-        !outcomes.is_empty() && outcomes.iter().all(|o| o.status == "delivered"),
-        "{outcomes:#?}"
-    );
+    add_events_destination(&env, env.orgs[0], "dbx", server.oauth_config()).await;
+    deliver_all(&env).await;
     let schema = env.registry.get(Table::Events, 1).unwrap();
     compare_with_source(&env, &server, &schema, env.orgs[0]).await;
 }
@@ -605,11 +604,7 @@ async fn throttling_and_unavailability_are_retried_and_long_statements_polled() 
         3,
     )
     .await;
-    let outcomes = env.run_until_idle(fast_options()).await;
-    assert!(
-        !outcomes.is_empty() && outcomes.iter().all(|o| o.status == "delivered"),
-        "{outcomes:#?}"
-    );
+    deliver_all(&env).await;
     let attempts = env
         .count("SELECT max(attempts)::bigint FROM warehouse_deliveries")
         .await;
@@ -781,21 +776,8 @@ async fn tables_of_an_older_minor_version_gain_its_new_columns() {
             .await,
     );
     assert!(!before.contains(&"clock_skew_ms".to_string()), "{before:?}");
-    env.add_destination(
-        org,
-        DestinationKind::Databricks,
-        "dbx",
-        server.config(json!({})),
-        &[Table::Events],
-        21_600,
-        3,
-    )
-    .await;
-    let outcomes = env.run_until_idle(fast_options()).await;
-    assert!(
-        !outcomes.is_empty() && outcomes.iter().all(|o| o.status == "delivered"),
-        "{outcomes:#?}"
-    );
+    add_events_destination(&env, org, "dbx", server.config(json!({}))).await;
+    deliver_all(&env).await;
     for table in ["events_v1_raw", "events_v1", "events_v1_latest"] {
         let have = columns(server.sql(&format!("DESCRIBE TABLE {CATALOG}.{SCHEMA}.{table}")).await);
         assert!(have.contains(&"clock_skew_ms".to_string()), "{table}: {have:?}");
@@ -832,21 +814,8 @@ async fn external_location_staging_loads_from_the_customer_bucket() {
         .check()
         .await
         .expect("check writes and deletes a probe in the external location");
-    env.add_destination(
-        org,
-        DestinationKind::Databricks,
-        "dbx-ext",
-        server.config(location("lake")),
-        &[Table::Events],
-        21_600,
-        3,
-    )
-    .await;
-    let outcomes = env.run_until_idle(fast_options()).await;
-    assert!(
-        !outcomes.is_empty() && outcomes.iter().all(|o| o.status == "delivered"),
-        "{outcomes:#?}"
-    );
+    add_events_destination(&env, org, "dbx-ext", server.config(location("lake"))).await;
+    deliver_all(&env).await;
     let schema = env.registry.get(Table::Events, 1).unwrap();
     compare_with_source(&env, &server, &schema, org).await;
     let receipts = receipts(&env, Table::Events).await;
@@ -884,16 +853,7 @@ async fn external_location_staging_loads_from_the_customer_bucket() {
     assert_eq!(keys, want, "{}", String::from_utf8_lossy(&out.stderr));
 
     // Outside the external location: the warehouse may not read it.
-    env.add_destination(
-        org,
-        DestinationKind::Databricks,
-        "dbx-outside",
-        server.config(location("elsewhere")),
-        &[Table::Events],
-        21_600,
-        3,
-    )
-    .await;
+    add_events_destination(&env, org, "dbx-outside", server.config(location("elsewhere"))).await;
     let outcomes = env.run_until_idle(fast_options()).await;
     assert!(outcomes.iter().any(|o| o.status == "dead_letter"), "{outcomes:#?}");
     let (attempts, last_error): (i32, String) = sqlx::query_as(

@@ -7,6 +7,10 @@
 //! database and schema), BigQuery dataset `tidemark`, Databricks `main.tidemark`, Postgres
 //! schema `tidemark`, Iceberg namespace `tidemark` (Spark SQL).
 
+use std::collections::HashSet;
+
+use futures::future::BoxFuture;
+
 use crate::control::destinations::DestinationKind;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
@@ -79,4 +83,52 @@ pub fn generate(kind: DestinationKind, schema: &TableSchema) -> Result<String> {
         out.push_str(";\n\n");
     }
     Ok(out)
+}
+
+/// Brings an existing raw and analyst table up to the published columns of their major version
+/// (an additive minor version may have appended some), then creates the latest view.
+///
+/// `run(sql, what)` executes one statement on the warehouse and returns the first column of its
+/// result and the statement's id. Each table of `tables` (`(name, is_raw)`) is `DESCRIBE
+/// TABLE`d; `alter(table, is_raw, have)` gives the statements adding what it lacks (`have`: its
+/// column names, lower-cased). `view` is the view's `CREATE VIEW IF NOT EXISTS`; it runs after the
+/// tables, and as `CREATE OR REPLACE VIEW` when a column was added, since the view names its
+/// columns. Returns the ids of the statements run.
+pub async fn widen_then_create_view<'a>(
+    tables: [(&str, bool); 2],
+    view: &str,
+    alter: impl Fn(&str, bool, &HashSet<String>) -> Vec<String>,
+    run: impl Fn(String, String) -> BoxFuture<'a, Result<(Vec<String>, String)>>,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut added = 0;
+    for (table, raw) in tables {
+        let (names, id) = run(format!("DESCRIBE TABLE {table}"), format!("describing {table}")).await?;
+        ids.push(id);
+        let have: HashSet<String> = names.iter().map(|name| name.to_ascii_lowercase()).collect();
+        for sql in alter(table, raw, &have) {
+            let what = format!("adding a column of a newer minor version to {table}");
+            ids.push(run(sql, what).await?.1);
+            added += 1;
+        }
+    }
+    let view = if added > 0 {
+        tracing::info!(
+            table = tables[1].0,
+            columns = added,
+            "Added the columns of a newer minor schema version."
+        );
+        view.replacen("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW", 1)
+    } else {
+        view.to_string()
+    };
+    ids.push(run(view, "creating the latest view".to_string()).await?.1);
+    Ok(ids)
+}
+
+/// The non-NULL values of a result's first column (the column names of a `DESCRIBE TABLE`).
+pub fn first_column(rows: Vec<Vec<Option<String>>>) -> Vec<String> {
+    rows.into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect()
 }

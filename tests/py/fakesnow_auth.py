@@ -197,6 +197,10 @@ class LoginGate:
             self.uploads["plain"] += 1
         scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
                  + [(b"content-length", str(len(body)).encode())]}
+        return await self.forward(scope, body, receive, send)
+
+    async def forward(self, scope, body: bytes, receive, send):
+        """Hands a request whose body the gate has read to fakesnow, body first."""
         replayed = False
 
         async def replay():
@@ -230,22 +234,9 @@ class LoginGate:
                 {"data": {"nextAction": "RETRY_LOGIN", "authnMethod": "KEYPAIR_OR_PASSWORD"},
                  "code": code, "message": message, "success": False, "headers": None}
             ).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(payload)).encode())]})
-            await send({"type": "http.response.body", "body": payload})
-            return
+            return await self.answer(send, 200, payload)
         self.logins["ok"] += 1
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
+        return await self.forward(scope, body, receive, send)
 
 
 def main() -> int:

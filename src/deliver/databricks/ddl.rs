@@ -161,32 +161,26 @@ pub fn create_statements(catalog: &str, schema: &str, table: &TableSchema) -> Ve
 }
 
 /// `ALTER TABLE … ADD COLUMNS` for each published column (and `_op` on the raw table) that an
-/// existing table lacks: an additive minor version of its major. `have` holds the lower-cased
-/// `col_name`s of `DESCRIBE TABLE`. One statement per column; added columns are nullable, as
-/// every additive column is.
+/// existing table lacks ([`crate::deliver::ddl::widen_then_create_view`]; `have` lower-cased).
+/// One statement per column; added columns are nullable, as every additive column is.
 pub fn add_column_statements(
     table: &TableSchema,
     relation: &str,
     raw: bool,
     have: &std::collections::HashSet<String>,
 ) -> Vec<String> {
+    const OP_DESCRIPTION: &str = "U or D; NULL: loaded before delete capture, a U.";
     table
         .columns
         .iter()
-        .map(|c| (c.name.clone(), databricks_type(c.ty), c.description.clone()))
-        .chain(raw.then(|| {
-            (
-                OP_COLUMN.to_string(),
-                "STRING".to_string(),
-                "U or D; NULL: loaded before delete capture, a U.".to_string(),
-            )
-        }))
-        .filter(|(name, _, _)| !have.contains(&name.to_ascii_lowercase()))
+        .map(|c| (c.name.as_str(), databricks_type(c.ty), c.description.as_str()))
+        .chain(raw.then(|| (OP_COLUMN, "STRING".to_string(), OP_DESCRIPTION)))
+        .filter(|(name, _, _)| !have.contains(*name))
         .map(|(name, ty, description)| {
             format!(
                 "ALTER TABLE {relation} ADD COLUMNS ({} {ty} COMMENT {})",
-                quote_ident(&name),
-                quote_literal(&description)
+                quote_ident(name),
+                quote_literal(description)
             )
         })
         .collect()

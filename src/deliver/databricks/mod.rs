@@ -187,39 +187,25 @@ impl DatabricksDestination {
         let objects = [&names.raw, &names.analyst];
         let mut ids = Vec::new();
         let statements = ddl::create_statements(&self.cfg.catalog, &self.cfg.schema, schema);
-        // Tables first, then any missing columns, then the view (which names every column).
+        // The tables, then any columns they lack, then the view (which names every column).
         for (sql, object) in statements[..2].iter().zip(objects) {
             let done = self.client.execute(sql, &format!("creating {object}")).await?;
             ids.push(done.statement_id);
         }
-        // Tables made for an earlier minor version of this major lack its new columns.
-        let mut added = 0;
-        for (table, raw) in [(&names.raw, true), (&names.analyst, false)] {
-            let described = self
-                .client
-                .execute(&format!("DESCRIBE TABLE {table}"), &format!("describing {table}"))
-                .await?;
-            let have: HashSet<String> = described
-                .rows
-                .iter()
-                .filter_map(|r| r.first().cloned().flatten())
-                .map(|name| name.to_ascii_lowercase())
-                .collect();
-            for sql in ddl::add_column_statements(schema, table, raw, &have) {
-                let what = format!("adding a column of a newer minor version to {table}");
-                ids.push(self.client.execute(&sql, &what).await?.statement_id);
-                added += 1;
-            }
-        }
-        let view = if added > 0 {
-            // Redefine the view over the widened tables.
-            tracing::info!(table = %names.analyst, columns = added, "Added the columns of a newer minor schema version.");
-            statements[2].replacen("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW", 1)
-        } else {
-            statements[2].clone()
-        };
-        let what = format!("creating {}", names.latest);
-        ids.push(self.client.execute(&view, &what).await?.statement_id);
+        let client = &self.client;
+        let widened = crate::deliver::ddl::widen_then_create_view(
+            [(&names.raw, true), (&names.analyst, false)],
+            &statements[2],
+            |table, raw, have| ddl::add_column_statements(schema, table, raw, have),
+            |sql, what| {
+                Box::pin(async move {
+                    let done = client.execute(&sql, &what).await?;
+                    Ok((crate::deliver::ddl::first_column(done.rows), done.statement_id))
+                })
+            },
+        )
+        .await?;
+        ids.extend(widened);
         created.insert((schema.table, schema.version));
         Ok(ids)
     }

@@ -204,23 +204,18 @@ pub fn create_statements(schema: &TableSchema, location: Option<(&str, &str)>) -
 }
 
 /// `ALTER TABLE … ADD COLUMN IF NOT EXISTS` for each published column (and `_op` on the raw
-/// table) that an existing table lacks: an additive minor version of its major. `have` holds
-/// the table's column names as `DESCRIBE TABLE` reports them. Added columns are nullable, as
-/// every additive column is (`tidemark schema check` refuses a new NOT NULL one).
+/// table) that an existing table lacks ([`crate::deliver::ddl::widen_then_create_view`]; `have`
+/// lower-cased). Added columns are nullable, as every additive column is (`tidemark schema
+/// check` refuses a new NOT NULL one).
 pub fn add_column_statements(schema: &TableSchema, table: &str, raw: bool, have: &HashSet<String>) -> Vec<String> {
     let ty = if raw { raw_type } else { analyst_type };
     schema
         .columns
         .iter()
-        .map(|c| (c.name.to_ascii_uppercase(), ty(c.ty)))
-        .chain(raw.then(|| (OP_COLUMN.to_ascii_uppercase(), "VARCHAR(1)".to_string())))
-        .filter(|(name, _)| !have.contains(name))
-        .map(|(name, ty)| {
-            format!(
-                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {ty}",
-                quote_ident(&name)
-            )
-        })
+        .map(|c| (c.name.as_str(), ty(c.ty)))
+        .chain(raw.then(|| (OP_COLUMN, "VARCHAR(1)".to_string())))
+        .filter(|(name, _)| !have.contains(*name))
+        .map(|(name, ty)| format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {ty}", ident(name)))
         .collect()
 }
 

@@ -240,38 +240,20 @@ impl SnowflakeDestination {
             )
             .await?;
         }
-        // Tables made for an earlier minor version of this major lack its new columns.
         let names = self.names(schema);
-        let mut added = 0;
-        for (table, raw) in [(&names.raw, true), (&names.analyst, false)] {
-            let described = self
-                .run(
-                    session,
-                    &format!("DESCRIBE TABLE {table}"),
-                    &format!("describing {table}"),
-                )
-                .await?;
-            let have: HashSet<String> = (0..described.rows.len())
-                .filter_map(|i| described.cell(i, "name").map(str::to_ascii_uppercase))
-                .collect();
-            for sql in ddl::add_column_statements(schema, table, raw, &have) {
-                self.run(
-                    session,
-                    &sql,
-                    &format!("adding a column of a newer minor version to {table}"),
-                )
-                .await?;
-                added += 1;
-            }
-        }
-        let view = if added > 0 {
-            // Redefine the view over the widened tables.
-            tracing::info!(table = %names.analyst, columns = added, "Added the columns of a newer minor schema version.");
-            statements[2].replacen("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW", 1)
-        } else {
-            statements[2].clone()
-        };
-        self.run(session, &view, &format!("creating {}", names.latest)).await?;
+        super::ddl::widen_then_create_view(
+            [(&names.raw, true), (&names.analyst, false)],
+            &statements[2],
+            |table, raw, have| ddl::add_column_statements(schema, table, raw, have),
+            |sql, what| {
+                Box::pin(async move {
+                    let result = self.run(session, &sql, &what).await?;
+                    let id = result.query_id.clone().unwrap_or_default();
+                    Ok((super::ddl::first_column(result.rows), id))
+                })
+            },
+        )
+        .await?;
         self.ensured.lock().expect("poisoned").insert(key);
         Ok(())
     }
